@@ -1,0 +1,36 @@
+# Every target creates .venv itself: on a fresh machine with only Python, `make run`
+# and `make test` are all the set-up there is.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= auto
+
+.PHONY: run test test-slow bench screenshots lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cortex swarm demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(JOBS) -m slow tests
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+screenshots: $(STAMP)
+	$(BIN)/python -m bench.screenshots
+
+lint: $(STAMP)
+	$(BIN)/python -m compileall -q cortex_node cortex_tui
+
+clean:
+	rm -rf $(VENV) .cortex-demo

@@ -1,0 +1,177 @@
+"""The OpenAPI 3.0 document of the REST API. Schemas of the wire documents are derived from the
+dataclasses in contracts.py, so the description cannot drift from what the handlers send."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from typing import Any
+
+from cortex_node import contracts as c
+from cortex_node.contracts import SNAPSHOT_RETENTION, SWARM_VERSION, camel
+
+_MODELS = [
+    c.NodeMetrics, c.ResourceCounters, c.SwarmNode, c.NodeUsage, c.SwarmResourceReport, c.ProcessInfo,
+    c.TopologyNode, c.SwarmTopology,
+]
+
+
+def _schema_for(hint: Any) -> dict[str, Any]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        schema = _schema_for(inner[0]) if len(inner) == 1 else {"anyOf": [_schema_for(a) for a in inner]}
+        if type(None) in args:
+            schema = dict(schema, nullable=True) if "$ref" not in schema else {"allOf": [schema], "nullable": True}
+        return schema
+    if origin in (list, tuple):
+        return {"type": "array", "items": _schema_for(args[0]) if args else {}}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_for(args[1]) if len(args) > 1 else {}}
+    if hint is Any:
+        return {}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return {"type": "string", "enum": [m.value for m in hint]}
+    if dataclasses.is_dataclass(hint):
+        return {"$ref": f"#/components/schemas/{hint.__name__}"}
+    return {bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
+            str: {"type": "string"}}.get(hint, {})
+
+
+def _model_schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    props = {camel(f.name): _schema_for(hints[f.name]) for f in dataclasses.fields(cls)}
+    return {"type": "object", "required": list(props), "properties": props}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERR = {"$ref": "#/components/responses/Error"}
+_REF = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
+_NODE_ID = {"name": "node_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(summary: str, ok: dict[str, Any], *, params: list | None = None, errors: tuple[int, ...] = (401,),
+        body: dict | None = None, ok_status: str = "200") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {ok_status: ok, **{str(e): _ERR for e in errors}}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+@functools.lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    schemas = {m.__name__: _model_schema(m) for m in _MODELS}
+    schemas["Snapshot"] = {
+        "type": "object",
+        "required": ["snapshotAt"],
+        "properties": {
+            **{k: {"type": "number"} for k in (
+                "tokensIn", "tokensOut", "costUsd", "toolCalls", "cpuMs", "cpuPercent", "memoryUsedMb",
+                "memoryTotalMb", "diskUsedMb", "diskTotalMb", "activeSessions", "activeProcesses",
+                "uptimeSeconds")},
+            "snapshotAt": {"type": "string", "format": "date-time"},
+        },
+    }
+    schemas["NodeEvent"] = {
+        "type": "object", "required": ["id", "nodeId", "kind", "detail", "at"],
+        "properties": {"id": {"type": "integer"}, "nodeId": {"type": "string"}, "kind": {"type": "string"},
+                       "detail": {"type": "string"}, "at": {"type": "string", "format": "date-time"}},
+    }
+    schemas["DirectiveRecord"] = {
+        "type": "object",
+        "required": ["directiveId", "sourceNodeId", "targetNodeId", "kind", "status", "priority", "ttlMs", "createdAt"],
+        "properties": {
+            "directiveId": {"type": "string"}, "sourceNodeId": {"type": "string"},
+            "targetNodeId": {"type": "string"}, "kind": _schema_for(c.DirectiveKind),
+            "payload": {"type": "object"}, "priority": _schema_for(c.DirectivePriority),
+            "status": _schema_for(c.DirectiveStatus), "output": {}, "error": {"type": "string", "nullable": True},
+            "tokensIn": {"type": "integer"}, "tokensOut": {"type": "integer"}, "costUsd": {"type": "number"},
+            "durationMs": {"type": "integer"}, "toolCalls": {"type": "integer"},
+            "parentDirectiveId": {"type": "string", "nullable": True}, "ttlMs": {"type": "integer"},
+            "dispatchedAt": {"type": "string", "nullable": True}, "completedAt": {"type": "string", "nullable": True},
+            "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}, "role": {"type": "string"},
+        },
+    }
+    schemas["Error"] = {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+    }
+    control_body = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 200}}}
+    limit = lambda default, hi: {  # noqa: E731
+        "name": "limit", "in": "query", "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": hi, "default": default},
+    }
+    paths = {
+        "/healthz": {"get": _op("Liveness of this node (public)", _ok({
+            "type": "object", "required": ["ok", "nodeId", "name", "status", "version", "uptimeSeconds"],
+            "properties": {"ok": {"type": "boolean"}, "nodeId": {"type": "string"}, "name": {"type": "string"},
+                           "status": _schema_for(c.NodeStatus), "version": {"type": "string"},
+                           "uptimeSeconds": {"type": "number"}}}), errors=())},
+        "/api/swarm/nodes": {"get": _op("Every node this node knows, with status and metrics", _ok({
+            "type": "object", "required": ["selfId", "nodes"],
+            "properties": {"selfId": {"type": "string"}, "nodes": {"type": "array", "items": _REF("SwarmNode")}}}))},
+        "/api/swarm/nodes/metrics": {"get": _op("Metrics of the nodes that are up", _ok({
+            "type": "object", "required": ["nodes"],
+            "properties": {"nodes": {"type": "array", "items": {
+                "type": "object", "required": ["nodeId", "name", "status", "metrics"],
+                "properties": {"nodeId": {"type": "string"}, "name": {"type": "string"},
+                               "status": _schema_for(c.NodeStatus),
+                               "lastHeartbeat": {"type": "string", "nullable": True},
+                               "metrics": _REF("NodeMetrics")}}}}}))},
+        "/api/swarm/nodes/{node_id}": {"get": _op("One node", _ok(_REF("SwarmNode")), params=[_NODE_ID],
+                                                  errors=(401, 404))},
+        "/api/swarm/nodes/{node_id}/snapshots": {"get": _op(
+            "A node's resource time series, oldest first (the newest `limit` samples at or after `since`)",
+            _ok({"type": "object", "required": ["nodeId", "snapshots"],
+                 "properties": {"nodeId": {"type": "string"},
+                                "snapshots": {"type": "array", "items": _REF("Snapshot")}}}),
+            params=[_NODE_ID, limit(SNAPSHOT_RETENTION, SNAPSHOT_RETENTION),
+                    {"name": "since", "in": "query", "required": False,
+                     "schema": {"type": "string", "format": "date-time"}}],
+            errors=(400, 401, 404))},
+        "/api/swarm/nodes/{node_id}/events": {"get": _op(
+            "A node's recent events, newest first",
+            _ok({"type": "object", "required": ["nodeId", "events"],
+                 "properties": {"nodeId": {"type": "string"},
+                                "events": {"type": "array", "items": _REF("NodeEvent")}}}),
+            params=[_NODE_ID, limit(50, 200)], errors=(400, 401, 404))},
+        "/api/swarm/report": {"get": _op("Fleet resource report over the last 24 h",
+                                         _ok(_REF("SwarmResourceReport")))},
+        "/api/swarm/topology": {"get": _op("Nodes and the process tree", _ok(_REF("SwarmTopology")))},
+        "/api/swarm/directives": {"get": _op(
+            "The directive audit trail, newest first",
+            _ok({"type": "object", "required": ["directives"],
+                 "properties": {"directives": {"type": "array", "items": _REF("DirectiveRecord")}}}),
+            params=[{"name": "status", "in": "query", "required": False, "schema": _schema_for(c.DirectiveStatus)},
+                    limit(50, 1000)],
+            errors=(400, 401))},
+        "/api/swarm/drain": {"post": _op("Drain this node: no new work, in-flight work finishes",
+                                         _ok(_REF("SwarmNode")), body=control_body, errors=(400, 401, 409))},
+        "/api/swarm/undrain": {"post": _op("Take work again", _ok(_REF("SwarmNode")), body=control_body,
+                                           errors=(400, 401, 409))},
+        "/api/swarm/seal": {"post": _op("Seal this node: stop the heartbeat, finish in-flight work, exit 0",
+                                        _ok(_REF("SwarmNode"), "Accepted; the daemon exits shortly"),
+                                        body=control_body, errors=(400, 401), ok_status="202")},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "cortex-node REST API", "version": SWARM_VERSION,
+                 "description": "Fleet state and control of one Cortex Swarm node. When the node has a swarm "
+                                "token, every /api/* route needs 'Authorization: Bearer <token>'."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": {"Error": {"description": "Error", "content": {"application/json": {"schema": _REF("Error")}}}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,212 @@
+"""Composes one node: store, coordinator, aiohttp Application and its background tasks.
+
+``run_node`` is the daemon's whole life: lock the data directory, bind, open the store,
+register, serve, heartbeat, sweep — until a seal (REST, CLI or SIGTERM/SIGINT) ends it with 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import json
+import logging
+import os
+import random
+import signal
+import socket
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from cortex_node.api.http import error_middleware, make_auth_middleware
+from cortex_node.api.routes import COORDINATOR, routes
+from cortex_node.clock import Clock, SystemClock
+from cortex_node.config import NodeSettings, check_bind_policy
+from cortex_node.contracts import HEARTBEAT_JITTER, format_ts
+from cortex_node.store.db import Store, StoreError
+from cortex_node.swarm.coordinator import Coordinator, load_or_create_node_id
+
+log = logging.getLogger("cortex.node")
+
+MAX_BODY_BYTES = 1024 * 1024
+RUNTIME_FILE = "runtime.json"
+LOCK_FILE = "node.lock"
+
+
+class StartupError(Exception):
+    """The node cannot start; the message says why and what to do. Exit code 1."""
+
+
+def build_app(coordinator: Coordinator) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[error_middleware, make_auth_middleware(coordinator.settings.token)],
+    )
+    app[COORDINATOR] = coordinator
+    app["max_body"] = MAX_BODY_BYTES
+    app.add_routes(routes)
+    return app
+
+
+def jittered(interval_s: float) -> float:
+    return interval_s * (1 + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER))
+
+
+async def heartbeat_loop(c: Coordinator) -> None:
+    interval = c.settings.heartbeat_interval_ms / 1000
+    while not c.heartbeat_stopped:
+        try:
+            await c.heartbeat()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a failed beat is logged; the next one may succeed
+            log.error("heartbeat failed: %s", exc)
+        await c.clock.sleep(jittered(interval))
+
+
+async def sweep_loop(c: Coordinator) -> None:
+    interval = max(0.05, min(5.0, c.settings.stale_after_ms / 1000 / 10))
+    while True:
+        await c.clock.sleep(interval)
+        try:
+            await c.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("stale sweep failed: %s", exc)
+
+
+@dataclass
+class DataDirLock:
+    """One daemon per data directory: a second one would fight over the node id and database."""
+
+    path: Path
+    fd: int = -1
+
+    def acquire(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            self.fd = -1
+            raise StartupError(
+                f"another cortex-node (pid {other}) is using the data directory {self.path.parent}; "
+                "stop it or pass a different --data-dir"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"port {port} on {host} is already in use (another cortex-node?); choose another with --port"
+            ) from None
+        if exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen on {host}:{port}: {exc}") from None
+    except socket.gaierror as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(f"the data directory {data_dir} is not writable: {exc.strerror or exc}") from None
+
+
+async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
+    """Run the daemon until sealed. Returns the exit code; raises StartupError to refuse."""
+    clock = clock or SystemClock()
+    check_bind_policy(settings)
+    data_dir = settings.data_dir.expanduser()
+    prepare_data_dir(data_dir)
+    lock = DataDirLock(data_dir / LOCK_FILE)
+    lock.acquire()
+    store: Store | None = None
+    runner: web.AppRunner | None = None
+    tasks: list[asyncio.Task] = []
+    try:
+        sock = bind_socket(settings.host, settings.port)
+        settings = replace(settings, port=sock.getsockname()[1], data_dir=data_dir)
+        try:
+            store = await Store(data_dir / "swarm.db").open()
+        except StoreError as exc:
+            sock.close()
+            raise StartupError(str(exc)) from None
+        node_id = load_or_create_node_id(data_dir, clock.now_ms())
+        coordinator = Coordinator(settings, store, clock, node_id)
+        me = await coordinator.register_self()
+
+        runner = web.AppRunner(build_app(coordinator), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.SockSite(runner, sock, shutdown_timeout=5.0).start()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(coordinator.seal(f"signal {s.name}")))
+
+        tasks = [asyncio.create_task(heartbeat_loop(coordinator), name="heartbeat"),
+                 asyncio.create_task(sweep_loop(coordinator), name="sweep")]
+        write_runtime(data_dir, {"pid": os.getpid(), "nodeId": node_id, "name": me.name,
+                                 "url": settings.client_url, "publicUrl": settings.public_url,
+                                 "port": settings.port, "startedAt": format_ts(clock.now_ms())})
+        log.info("cortex-node %s (%s) listening on %s, data in %s", me.name, node_id, settings.client_url, data_dir)
+
+        await coordinator.shutdown_requested.wait()
+        log.info("sealing: finishing in-flight work and leaving the swarm")
+        return 0
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        if runner is not None:
+            await runner.cleanup()
+        if store is not None:
+            await store.close()
+        with suppress(OSError):
+            (data_dir / RUNTIME_FILE).unlink()
+        lock.release()
+
+
+def write_runtime(data_dir: Path, info: dict[str, Any]) -> None:
+    tmp = data_dir / (RUNTIME_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(data_dir / RUNTIME_FILE)
+
+
+def read_runtime(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((data_dir / RUNTIME_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,69 @@
+"""A small synchronous REST client for the CLI (startup time matters more than concurrency here).
+Every failure becomes a ``CliError`` with one line for the operator."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NodeClient:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        req.add_header("Accept", "application/json")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raise CliError(self._http_error(exc)) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ConnectionRefusedError) or "refused" in str(reason).lower():
+                raise CliError(
+                    f"no cortex-node is answering at {self.base_url}; start one with 'cortex-node' "
+                    "or 'cortex swarm init --detach' (or pass --url)"
+                ) from None
+            raise CliError(f"cannot reach {self.base_url}: {reason}") from None
+        except (socket.timeout, TimeoutError):
+            raise CliError(f"{self.base_url} did not answer within {self.timeout:.0f} s") from None
+        except ConnectionError as exc:
+            raise CliError(f"connection to {self.base_url} failed: {exc}") from None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            raise CliError(f"{self.base_url}{path} answered with something that is not JSON; is it a cortex-node?") from None
+
+    def _http_error(self, exc: urllib.error.HTTPError) -> str:
+        try:
+            doc = json.loads(exc.read() or b"{}")
+            message = doc["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        if exc.code == 401:
+            return f"the node at {self.base_url} refused the request (401): {message}. Pass --token or set CORTEX_SWARM_TOKEN"
+        return f"{exc.code}: {message}"
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, body if body is not None else {})

@@ -1,0 +1,206 @@
+"""``cortex swarm …``: set up a node and watch and steer the fleet through a node's REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from cortex_node.cli import render
+from cortex_node.cli.client import CliError, NodeClient
+from cortex_node.config import ConfigError, default_config_path, load_settings, save_swarm_section
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
+                  help="Cortex Swarm: run many agent-hosting machines as one fleet.")
+swarm = typer.Typer(
+    add_completion=False, rich_markup_mode=None, invoke_without_command=True,
+    help="Watch and steer the swarm through a node's REST API.\n\n"
+    "Example: cortex swarm nodes --url http://127.0.0.1:4220",
+)
+app.add_typer(swarm, name="swarm")
+
+
+@swarm.callback()
+def overview(ctx: typer.Context) -> None:
+    """With no sub-command: the overview of the sub-commands."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+URL_HELP = "Node REST URL [default: from the config file, else http://127.0.0.1:4220]"
+TOKEN_HELP = "Swarm token [default: CORTEX_SWARM_TOKEN or the config file]"
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"cortex: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def client(url: Optional[str], token: Optional[str], config: Optional[Path] = None) -> NodeClient:
+    try:
+        settings = load_settings(config_path=config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    base = url or os.environ.get("CORTEX_URL") or settings.client_url
+    return NodeClient(base, token or settings.token)
+
+
+def call(fn, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except CliError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+def emit_json(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@swarm.command("nodes", help="List the nodes the node knows, with status and resources.\n\n"
+               "Example: cortex swarm nodes --json | jq '.nodes[].status'")
+def nodes_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+              token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+              as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    c = client(url, token)
+    doc = call(c.get, "/api/swarm/nodes")
+    if as_json:
+        return emit_json(doc)
+    render.nodes_table(doc)
+
+
+@swarm.command("topology", help="Print the fleet's process tree (remote processes under their node).\n\n"
+               "Example: cortex swarm topology")
+def topology_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+                 token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+                 as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    doc = call(client(url, token).get, "/api/swarm/topology")
+    if as_json:
+        return emit_json(doc)
+    render.topology_tree(doc)
+
+
+@swarm.command("report", help="Fleet resource usage over the last 24 hours, per node and in total.\n\n"
+               "Example: cortex swarm report --json")
+def report_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+               token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+               as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    doc = call(client(url, token).get, "/api/swarm/report")
+    if as_json:
+        return emit_json(doc)
+    render.report_table(doc)
+
+
+@swarm.command("directives", help="The directive audit trail, newest first.\n\n"
+               "Example: cortex swarm directives --status failed --limit 20")
+def directives_cmd(status: Optional[str] = typer.Option(None, "--status", help="pending | dispatched | completed | failed | cancelled | timed_out"),
+                   limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)"),
+                   url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+                   token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+                   as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    query = f"?limit={limit}" + (f"&status={status}" if status else "")
+    doc = call(client(url, token).get, "/api/swarm/directives" + query)
+    if as_json:
+        return emit_json(doc)
+    render.directives_table(doc)
+
+
+def _control(action: str, url: Optional[str], token: Optional[str], reason: str, as_json: bool) -> None:
+    doc = call(client(url, token).post, f"/api/swarm/{action}", {"reason": reason})
+    if as_json:
+        return emit_json(doc)
+    render.control_result(action, doc)
+
+
+@swarm.command("drain", help="Drain the node: it takes no new work and finishes what it has.\n\n"
+               "Example: cortex swarm drain --reason 'kernel upgrade'")
+def drain_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+              token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+              reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
+              as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    _control("drain", url, token, reason, as_json)
+
+
+@swarm.command("undrain", help="Let a drained node take work again.\n\nExample: cortex swarm undrain")
+def undrain_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+                token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+                reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
+                as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    _control("undrain", url, token, reason, as_json)
+
+
+@swarm.command("seal", help="Seal the node: stop its heartbeat, finish in-flight work, and stop the daemon (exit 0).\n\n"
+               "Example: cortex swarm seal --url http://127.0.0.1:4221")
+def seal_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+             token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+             reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
+             as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    _control("seal", url, token, reason, as_json)
+
+
+@swarm.command("init", help="Save this machine's node settings to the config file and start the node.\n\n"
+               "Example: cortex swarm init --name edge-1 --port 4220 --detach")
+def init_cmd(name: Optional[str] = typer.Option(None, "--name", help="Node name (asked for on a terminal; default: host name)"),
+             host: Optional[str] = typer.Option(None, "--host", help="Address to bind [default: 127.0.0.1]"),
+             port: Optional[int] = typer.Option(None, "--port", help="Port [default: 4220]"),
+             group: Optional[str] = typer.Option(None, "--group", help="Group name [default: default]"),
+             tier: Optional[str] = typer.Option(None, "--tier", help="root | sudo | unprivileged"),
+             detach: bool = typer.Option(False, "--detach", help="Run in the background (pid and log file in the data directory)"),
+             config: Optional[Path] = typer.Option(None, "--config", help="Config file [default: $CORTEX_HOME/config.json]"),
+             as_json: bool = typer.Option(False, "--json", help="Print the result as JSON")) -> None:
+    path = (config or default_config_path()).expanduser()
+    if name is None:
+        default = socket.gethostname() or "cortex-node"
+        name = typer.prompt("Node name", default=default) if sys.stdin.isatty() else default
+    updates = {"name": name, "host": host, "port": port, "group": group, "tier": tier}
+    try:
+        # validate the merged result before anything is written
+        load_settings(config_path=path, env={}, flags=updates)
+        save_swarm_section(path, updates)
+        settings = load_settings(config_path=path)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    cmd = [sys.executable, "-m", "cortex_node.cli.node", "--config", str(path)]
+    if not detach:
+        typer.echo(f"saved {path}; starting {name} on {settings.client_url} (Ctrl-C seals it)", err=True)
+        os.execv(sys.executable, cmd)
+    data_dir = settings.data_dir.expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path, pid_path = data_dir / "node.log", data_dir / "node.pid"
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=log_file, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    pid_path.write_text(f"{proc.pid}\n")
+    c = NodeClient(settings.client_url, settings.token, timeout=2)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            fail(f"the node exited at start (code {proc.returncode}): {tail[0]}")
+        try:
+            health = c.get("/healthz")
+            break
+        except CliError:
+            time.sleep(0.1)
+    else:
+        fail(f"the node did not answer within 15 s; see {log_path}")
+    result = {"nodeId": health["nodeId"], "name": health["name"], "url": settings.client_url, "pid": proc.pid,
+              "config": str(path), "log": str(log_path), "pidFile": str(pid_path)}
+    if as_json:
+        return emit_json(result)
+    typer.echo(f"{name} ({health['nodeId']}) is running on {settings.client_url}, pid {proc.pid}")
+    typer.echo(f"log: {log_path}   stop it with: cortex swarm seal --url {settings.client_url}")
+
+
+def main() -> None:
+    app(prog_name="cortex")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,461 @@
+"""The vocabulary of the swarm: enums, dataclasses, constants and the one timestamp format.
+
+Everything here travels on the wire in camelCase JSON (``to_wire``/``from_wire``). This module
+imports nothing of ours, so every other part (and cortex_tui) may import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import secrets
+import string
+import typing
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+# --- constants of the CortexPrism "Swarm" design -------------------------------------------------
+HEARTBEAT_INTERVAL_MS = 30_000
+NODE_STALE_MS = 120_000
+SNAPSHOT_RETENTION = 1440
+DEFAULT_TTL_MS = 120_000
+REMOTE_PID_BASE = 900_000
+DEFAULT_PORT = 4220
+DEFAULT_HOST = "127.0.0.1"
+REPORT_WINDOW_MS = 24 * 3600 * 1000
+HEARTBEAT_JITTER = 0.10
+SWARM_VERSION = "0.1.0"
+
+
+class WireEnum(str, enum.Enum):
+    """A string enum whose wire form is its value."""
+
+    def __str__(self) -> str:  # so f-strings and typer print the value
+        return self.value
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> "WireEnum":
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise ValueError(f"{what} must be one of {allowed}; got {value!r}") from None
+
+
+class NodeTier(WireEnum):
+    ROOT = "root"
+    SUDO = "sudo"
+    UNPRIVILEGED = "unprivileged"
+
+
+class NodeStatus(WireEnum):
+    ONLINE = "online"  # the node itself, serving
+    OFFLINE = "offline"  # stopped cleanly / known but never heard from
+    CONNECTED = "connected"  # a peer whose heartbeats arrive
+    DISCONNECTED = "disconnected"  # a peer whose heartbeat is older than stale_after
+    DEGRADED = "degraded"
+    DRAINING = "draining"  # takes no new work, finishes what it has
+    SEALED = "sealed"  # left the swarm for good (until restarted)
+
+
+class Lifecycle(WireEnum):
+    """What the operator asked of a node; liveness is separate (see ``derive_status``)."""
+
+    ACTIVE = "active"
+    DRAINING = "draining"
+    SEALED = "sealed"
+
+
+class DirectiveKind(WireEnum):
+    SPAWN_AGENT = "spawn_agent"
+    EXECUTE_TASK = "execute_task"
+    QUERY_RESOURCES = "query_resources"
+    FORWARD_MESSAGE = "forward_message"
+    SYNC_STATE = "sync_state"
+
+
+class DirectivePriority(WireEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Higher runs first."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {
+    DirectivePriority.LOW: 0,
+    DirectivePriority.NORMAL: 1,
+    DirectivePriority.HIGH: 2,
+    DirectivePriority.CRITICAL: 3,
+}
+
+
+class DirectiveResultStatus(WireEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+
+class DirectiveStatus(WireEnum):
+    """Status of a row in the directive audit trail."""
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (DirectiveStatus.PENDING, DirectiveStatus.DISPATCHED)
+
+
+def derive_status(*, is_self: bool, lifecycle: Lifecycle, stale: bool, heard: bool = True) -> NodeStatus:
+    """One rule for the status word every output shows: lifecycle wins over liveness, except
+    that a peer we no longer hear from is ``disconnected`` whatever it last said, and a peer
+    known only from its card (never a heartbeat) is ``offline``, not connected."""
+    if lifecycle is Lifecycle.SEALED:
+        return NodeStatus.SEALED
+    if not is_self and not heard:
+        return NodeStatus.OFFLINE
+    if stale and not is_self:
+        return NodeStatus.DISCONNECTED
+    if lifecycle is Lifecycle.DRAINING:
+        return NodeStatus.DRAINING
+    return NodeStatus.ONLINE if is_self else NodeStatus.CONNECTED
+
+
+# --- timestamps: ISO 8601 UTC with millisecond precision and 'Z', everywhere ----------------------
+def format_ts(ms: int | float | None) -> str | None:
+    if ms is None:
+        return None
+    dt = datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def parse_ts(text: str) -> int:
+    """ISO 8601 (with Z or an offset) -> epoch milliseconds. Raises ValueError."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"expected an ISO 8601 timestamp, got {text!r}")
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(round(dt.timestamp() * 1000))
+
+
+def utc_midnight_ms(ms: int) -> int:
+    return ms - ms % 86_400_000
+
+
+# --- ids: <prefix>_<base36 ms>_<5 random> ---------------------------------------------------------
+_B36 = string.digits + string.ascii_lowercase
+
+
+def base36(n: int) -> str:
+    if n <= 0:
+        return "0"
+    out = []
+    while n:
+        n, r = divmod(n, 36)
+        out.append(_B36[r])
+    return "".join(reversed(out))
+
+
+def new_id(prefix: str, now_ms: int) -> str:
+    rand = "".join(secrets.choice(_B36) for _ in range(5))
+    return f"{prefix}_{base36(int(now_ms))}_{rand}"
+
+
+def new_node_id(now_ms: int) -> str:
+    return new_id("node", now_ms)
+
+
+def new_directive_id(now_ms: int) -> str:
+    return new_id("dir", now_ms)
+
+
+# --- camelCase wire form --------------------------------------------------------------------------
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def to_wire(value: Any) -> Any:
+    """Dataclasses -> dicts with camelCase keys, enums -> values, recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {camel(f.name): to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: to_wire(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class WireError(ValueError):
+    """A wire document that does not fit its type; the message names the field."""
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def from_wire(cls: type, data: Any, where: str = "") -> Any:
+    """camelCase dict -> dataclass, checking types and enums. Unknown keys are ignored."""
+    if not isinstance(data, dict):
+        raise WireError(f"{where or cls.__name__} must be an object, got {type(data).__name__}")
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = camel(f.name)
+        path = f"{where}.{key}" if where else key
+        if key not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise WireError(f"{path} is required")
+            continue
+        kwargs[f.name] = _coerce(hints[f.name], data[key], path)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except WireError as exc:
+                errors.append(str(exc))
+        raise WireError(errors[0] if errors else f"{path} has the wrong type")
+    if hint is Any:
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise WireError(f"{path} must be a list")
+        inner = args[0] if args else Any
+        return [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise WireError(f"{path} must be an object")
+        return dict(value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in hint)
+            raise WireError(f"{path} must be one of {allowed}; got {value!r}") from None
+    if dataclasses.is_dataclass(hint):
+        return from_wire(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise WireError(f"{path} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise WireError(f"{path} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise WireError(f"{path} must be a number")
+        if not math.isfinite(value):
+            raise WireError(f"{path} must be a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise WireError(f"{path} must be a string")
+        return value
+    return value
+
+
+# --- the swarm's documents ------------------------------------------------------------------------
+@dataclass
+class NodeMetrics:
+    cpu_percent: float = 0.0
+    memory_used_mb: float = 0.0
+    memory_total_mb: float = 0.0
+    disk_used_mb: float = 0.0
+    disk_total_mb: float = 0.0
+    active_sessions: int = 0
+    active_processes: int = 0
+    tokens_used_today: int = 0
+    tokens_out_today: int = 0
+    cost_usd_today: float = 0.0
+    uptime_seconds: float = 0.0
+
+
+@dataclass
+class ResourceCounters:
+    """Cumulative counters since the node (or process) started; a drop means a restart."""
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    tool_calls: int = 0
+    cpu_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+
+
+@dataclass
+class SwarmNodeRegistration:
+    name: str
+    endpoint: str
+    tier: NodeTier = NodeTier.ROOT
+    id: str | None = None
+    a2a_endpoint: str | None = None
+    capabilities: list[str] = field(default_factory=list)
+    version: str = SWARM_VERSION
+    group_name: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    boot_id: str | None = None
+
+
+@dataclass
+class SwarmNode:
+    id: str
+    name: str
+    endpoint: str
+    tier: NodeTier
+    status: NodeStatus
+    lifecycle: Lifecycle
+    is_self: bool
+    a2a_endpoint: str | None
+    host: str | None
+    port: int | None
+    capabilities: list[str]
+    version: str
+    group_name: str
+    labels: dict[str, str]
+    metrics: NodeMetrics
+    boot_id: str | None
+    last_heartbeat: str | None
+    heartbeat_age_ms: int | None
+    registered_at: str
+    updated_at: str
+
+
+@dataclass
+class SwarmDirective:
+    directive_id: str
+    source_node_id: str
+    target_node_id: str
+    kind: DirectiveKind
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: DirectivePriority = DirectivePriority.NORMAL
+    ttl_ms: int = DEFAULT_TTL_MS
+    created_at: str | None = None
+    expires_at: str | None = None
+    parent_directive_id: str | None = None
+
+
+@dataclass
+class DirectiveMetrics:
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    tool_calls: int = 0
+
+
+@dataclass
+class SwarmDirectiveResult:
+    directive_id: str
+    node_id: str
+    status: DirectiveResultStatus
+    output: Any = None
+    error: str | None = None
+    metrics: DirectiveMetrics = field(default_factory=DirectiveMetrics)
+    completed_at: str | None = None
+
+
+@dataclass
+class NodeUsage:
+    """One node's line of the fleet report (24 h window unless said otherwise)."""
+
+    node_id: str
+    name: str
+    status: NodeStatus
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    tool_calls: int = 0
+    cpu_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+    snapshots: int = 0
+
+
+@dataclass
+class SwarmResourceReport:
+    window_start: str
+    window_end: str
+    total_nodes: int
+    online_nodes: int
+    total_tokens_in: int
+    total_tokens_out: int
+    total_cost_usd: float
+    total_tool_calls: int
+    total_cpu_ms: float
+    total_peak_memory_mb: float
+    per_node: list[NodeUsage]
+
+
+@dataclass
+class ProcessInfo:
+    """One entry of a kernel's process table (local PIDs from 1, remote from REMOTE_PID_BASE)."""
+
+    pid: int
+    parent_pid: int | None
+    name: str
+    role: str
+    status: str  # running | exited | failed | killed | unknown
+    node_id: str
+    agent_id: str | None = None
+    session_id: str | None = None
+    agent_type: str | None = None
+    os_pid: int | None = None
+    remote_pid: int | None = None
+    started_at: str | None = None
+    exited_at: str | None = None
+    exit_code: int | None = None
+    resources: ResourceCounters = field(default_factory=ResourceCounters)
+
+
+@dataclass
+class TopologyNode:
+    id: str
+    name: str
+    is_self: bool
+    status: NodeStatus
+    process_count: int
+    remote_process_count: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+@dataclass
+class SwarmTopology:
+    self_id: str
+    nodes: list[TopologyNode]
+    processes: list[ProcessInfo]

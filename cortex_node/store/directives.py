@@ -1,0 +1,81 @@
+"""``swarm_directives``: the audit trail of every directive this node sent or received."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cortex_node.contracts import DirectiveStatus, SwarmDirective, format_ts
+from cortex_node.store.db import Store
+
+_FIELDS = (
+    "directive_id, source_node_id, target_node_id, kind, payload, priority, status, output, error, "
+    "tokens_in, tokens_out, cost_usd, duration_ms, tool_calls, parent_directive_id, ttl_ms, "
+    "dispatched_at, completed_at, created_at, updated_at, role"
+)
+_KEYS = [
+    "directiveId", "sourceNodeId", "targetNodeId", "kind", "payload", "priority", "status", "output",
+    "error", "tokensIn", "tokensOut", "costUsd", "durationMs", "toolCalls", "parentDirectiveId", "ttlMs",
+    "dispatchedAt", "completedAt", "createdAt", "updatedAt", "role",
+]
+
+
+def _row_to_wire(r: Any) -> dict[str, Any]:
+    doc = dict(zip(_KEYS, r))
+    doc["payload"] = json.loads(doc["payload"] or "{}")
+    doc["output"] = json.loads(doc["output"]) if doc["output"] is not None else None
+    return doc
+
+
+class DirectiveRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def insert(self, d: SwarmDirective, status: DirectiveStatus, role: str, now_ms: int) -> bool:
+        """False when the directive id is already recorded (a replay)."""
+        ts = format_ts(now_ms)
+        cur = await self.store.db.execute(
+            f"INSERT INTO swarm_directives ({_FIELDS}) VALUES ({', '.join('?' * 21)}) "
+            "ON CONFLICT (directive_id) DO NOTHING",
+            (d.directive_id, d.source_node_id, d.target_node_id, d.kind.value, json.dumps(d.payload),
+             d.priority.value, status.value, None, None, 0, 0, 0.0, 0, 0, d.parent_directive_id, d.ttl_ms,
+             ts if status is DirectiveStatus.DISPATCHED else None, None, ts, ts, role),
+        )
+        return cur.rowcount == 1
+
+    async def finish(self, directive_id: str, status: DirectiveStatus, output: Any, error: str | None,
+                     metrics: dict[str, Any], now_ms: int) -> bool:
+        """Record the terminal state once: a row already terminal is never overwritten."""
+        ts = format_ts(now_ms)
+        cur = await self.store.db.execute(
+            "UPDATE swarm_directives SET status = ?, output = ?, error = ?, tokens_in = ?, tokens_out = ?,"
+            " cost_usd = ?, duration_ms = ?, tool_calls = ?, completed_at = ?, updated_at = ?"
+            " WHERE directive_id = ? AND status IN ('pending', 'dispatched')",
+            (status.value, json.dumps(output) if output is not None else None, error,
+             int(metrics.get("tokensIn", 0)), int(metrics.get("tokensOut", 0)), float(metrics.get("costUsd", 0.0)),
+             int(metrics.get("durationMs", 0)), int(metrics.get("toolCalls", 0)), ts, ts, directive_id),
+        )
+        return cur.rowcount == 1
+
+    async def get(self, directive_id: str) -> dict[str, Any] | None:
+        async with self.store.db.execute(
+            f"SELECT {_FIELDS} FROM swarm_directives WHERE directive_id = ?", (directive_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _row_to_wire(row) if row else None
+
+    async def list(self, status: DirectiveStatus | None, limit: int) -> list[dict[str, Any]]:
+        """Newest first."""
+        if status is None:
+            sql, params = f"SELECT {_FIELDS} FROM swarm_directives ORDER BY id DESC LIMIT ?", (limit,)
+        else:
+            sql = f"SELECT {_FIELDS} FROM swarm_directives WHERE status = ? ORDER BY id DESC LIMIT ?"
+            params = (status.value, limit)
+        async with self.store.db.execute(sql, params) as cur:
+            return [_row_to_wire(r) for r in await cur.fetchall()]
+
+    async def unfinished(self) -> list[dict[str, Any]]:
+        async with self.store.db.execute(
+            f"SELECT {_FIELDS} FROM swarm_directives WHERE status IN ('pending', 'dispatched') ORDER BY id"
+        ) as cur:
+            return [_row_to_wire(r) for r in await cur.fetchall()]

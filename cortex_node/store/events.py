@@ -1,0 +1,36 @@
+"""``swarm_node_events``: a bounded log of what happened to each node (registered, restarted,
+disconnected, recovered, draining, undrained, sealed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cortex_node.contracts import format_ts
+from cortex_node.store.db import Store
+
+EVENTS_KEPT_PER_NODE = 200
+
+
+class EventRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def add(self, node_id: str, kind: str, detail: str, at_ms: int) -> None:
+        db = self.store.db
+        await db.execute(
+            "INSERT INTO swarm_node_events (node_id, kind, detail, at) VALUES (?, ?, ?, ?)",
+            (node_id, kind, detail, format_ts(at_ms)),
+        )
+        await db.execute(
+            "DELETE FROM swarm_node_events WHERE node_id = ? AND id <= ("
+            " SELECT id FROM swarm_node_events WHERE node_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            (node_id, node_id, EVENTS_KEPT_PER_NODE),
+        )
+
+    async def list(self, node_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        async with self.store.db.execute(
+            "SELECT id, kind, detail, at FROM swarm_node_events WHERE node_id = ? ORDER BY id DESC LIMIT ?",
+            (node_id, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [{"id": r[0], "nodeId": node_id, "kind": r[1], "detail": r[2], "at": r[3]} for r in rows]

@@ -1,0 +1,104 @@
+"""The ``nodes`` table: the fleet registry as this node knows it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cortex_node.contracts import Lifecycle, NodeMetrics, NodeStatus, NodeTier, format_ts, parse_ts, to_wire
+from cortex_node.store.db import Store
+
+
+@dataclass
+class NodeRow:
+    """One registry entry. Times are epoch ms in memory and ISO 8601 on disk."""
+
+    id: str
+    name: str
+    endpoint: str
+    tier: NodeTier
+    status: NodeStatus
+    lifecycle: Lifecycle
+    is_self: bool
+    registered_at_ms: int
+    created_at_ms: int
+    updated_at_ms: int
+    a2a_endpoint: str | None = None
+    host: str | None = None
+    port: int | None = None
+    capabilities: list[str] = field(default_factory=list)
+    version: str = ""
+    group_name: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    metrics: NodeMetrics = field(default_factory=NodeMetrics)
+    boot_id: str | None = None
+    last_heartbeat_ms: int | None = None
+
+
+_COLUMNS = (
+    "id, name, endpoint, tier, status, capabilities, version, group_name, last_heartbeat, "
+    "registered_at, created_at, updated_at, a2a_endpoint, labels, metrics_json, cpu_percent, "
+    "memory_used_mb, memory_total_mb, active_sessions, active_processes, host, port, boot_id, "
+    "lifecycle, is_self"
+)
+_UPSERT = (
+    f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLUMNS.split(",")[1:] if c.strip() not in ("created_at", "registered_at"))
+)
+
+
+def _params(row: NodeRow) -> tuple[Any, ...]:
+    m = row.metrics
+    return (
+        row.id, row.name, row.endpoint, row.tier.value, row.status.value,
+        json.dumps(row.capabilities), row.version, row.group_name, format_ts(row.last_heartbeat_ms),
+        format_ts(row.registered_at_ms), format_ts(row.created_at_ms), format_ts(row.updated_at_ms),
+        row.a2a_endpoint, json.dumps(row.labels), json.dumps(to_wire(m)), m.cpu_percent,
+        m.memory_used_mb, m.memory_total_mb, m.active_sessions, m.active_processes, row.host,
+        row.port, row.boot_id, row.lifecycle.value, int(row.is_self),
+    )
+
+
+def _from_db(r: Any) -> NodeRow:
+    metrics_doc = json.loads(r[14] or "{}")
+    metrics = NodeMetrics(**{k: v for k, v in _snake(metrics_doc).items() if k in NodeMetrics.__dataclass_fields__})
+    return NodeRow(
+        id=r[0], name=r[1], endpoint=r[2], tier=NodeTier(r[3]), status=NodeStatus(r[4]),
+        capabilities=json.loads(r[5] or "[]"), version=r[6], group_name=r[7],
+        last_heartbeat_ms=parse_ts(r[8]) if r[8] else None, registered_at_ms=parse_ts(r[9]),
+        created_at_ms=parse_ts(r[10]), updated_at_ms=parse_ts(r[11]), a2a_endpoint=r[12],
+        labels=json.loads(r[13] or "{}"), metrics=metrics, host=r[20], port=r[21], boot_id=r[22],
+        lifecycle=Lifecycle(r[23]), is_self=bool(r[24]),
+    )
+
+
+def _snake(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in doc.items():
+        out["".join("_" + c.lower() if c.isupper() else c for c in key)] = value
+    return out
+
+
+class NodeRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def load_all(self) -> list[NodeRow]:
+        async with self.store.db.execute(f"SELECT {_COLUMNS} FROM nodes ORDER BY registered_at, id") as cur:
+            return [_from_db(r) for r in await cur.fetchall()]
+
+    async def upsert(self, row: NodeRow) -> None:
+        await self.store.db.execute(_UPSERT, _params(row))
+
+    async def upsert_many(self, rows: list[NodeRow]) -> None:
+        await self.store.db.executemany(_UPSERT, [_params(r) for r in rows])
+
+    async def delete(self, node_id: str) -> None:
+        await self.store.db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+
+    async def count(self) -> int:
+        async with self.store.db.execute("SELECT COUNT(*) FROM nodes") as cur:
+            (n,) = await cur.fetchone()
+        return n
