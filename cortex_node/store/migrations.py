@@ -32,7 +32,8 @@ MIGRATIONS: list[list[str]] = [
             port INTEGER,
             boot_id TEXT,
             lifecycle TEXT NOT NULL DEFAULT 'active',
-            is_self INTEGER NOT NULL DEFAULT 0
+            is_self INTEGER NOT NULL DEFAULT 0,
+            drained INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE UNIQUE INDEX nodes_endpoint ON nodes (endpoint)",
         """CREATE TABLE swarm_directives (

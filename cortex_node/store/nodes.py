@@ -34,16 +34,17 @@ class NodeRow:
     metrics: NodeMetrics = field(default_factory=NodeMetrics)
     boot_id: str | None = None
     last_heartbeat_ms: int | None = None
+    drained: bool = False  # an operator's drain, remembered through a seal and restart
 
 
 _COLUMNS = (
     "id, name, endpoint, tier, status, capabilities, version, group_name, last_heartbeat, "
     "registered_at, created_at, updated_at, a2a_endpoint, labels, metrics_json, cpu_percent, "
     "memory_used_mb, memory_total_mb, active_sessions, active_processes, host, port, boot_id, "
-    "lifecycle, is_self"
+    "lifecycle, is_self, drained"
 )
 _UPSERT = (
-    f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 25)}) "
+    f"INSERT INTO nodes ({_COLUMNS}) VALUES ({', '.join('?' * 26)}) "
     "ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _COLUMNS.split(",")[1:] if c.strip() not in ("created_at", "registered_at"))
 )
@@ -57,7 +58,7 @@ def _params(row: NodeRow) -> tuple[Any, ...]:
         format_ts(row.registered_at_ms), format_ts(row.created_at_ms), format_ts(row.updated_at_ms),
         row.a2a_endpoint, json.dumps(row.labels), json.dumps(to_wire(m)), m.cpu_percent,
         m.memory_used_mb, m.memory_total_mb, m.active_sessions, m.active_processes, row.host,
-        row.port, row.boot_id, row.lifecycle.value, int(row.is_self),
+        row.port, row.boot_id, row.lifecycle.value, int(row.is_self), int(row.drained),
     )
 
 
@@ -70,7 +71,7 @@ def _from_db(r: Any) -> NodeRow:
         last_heartbeat_ms=parse_ts(r[8]) if r[8] else None, registered_at_ms=parse_ts(r[9]),
         created_at_ms=parse_ts(r[10]), updated_at_ms=parse_ts(r[11]), a2a_endpoint=r[12],
         labels=json.loads(r[13] or "{}"), metrics=metrics, host=r[20], port=r[21], boot_id=r[22],
-        lifecycle=Lifecycle(r[23]), is_self=bool(r[24]),
+        lifecycle=Lifecycle(r[23]), is_self=bool(r[24]), drained=bool(r[25]),
     )
 
 

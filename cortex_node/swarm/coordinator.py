@@ -84,9 +84,10 @@ class Coordinator:
         await self.registry.load()
         row = await self.registry.register(self.self_registration(), is_self=True)
         if row.lifecycle is Lifecycle.SEALED:
-            # A sealed node that is started again rejoins; a drained one stays drained until an
-            # operator undrains it (a restart must not silently put it back into service).
-            row = await self.registry.set_lifecycle(self.node_id, Lifecycle.ACTIVE, "started again after seal")
+            # A sealed node that is started again rejoins, but a drained one stays drained until an
+            # operator undrains it: a restart (SIGTERM seals) must not silently put it back into service.
+            again = Lifecycle.DRAINING if row.drained else Lifecycle.ACTIVE
+            row = await self.registry.set_lifecycle(self.node_id, again, "started again after seal")
         return self.registry.to_wire(row)
 
     @property

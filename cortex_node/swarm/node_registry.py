@@ -116,7 +116,7 @@ class NodeRegistry:
             a2a_endpoint=reg.a2a_endpoint or f"{endpoint}/a2a", host=parts.hostname, port=parts.port,
             capabilities=list(reg.capabilities), version=reg.version, group_name=reg.group_name,
             labels=dict(reg.labels), metrics=existing.metrics if existing else NodeMetrics(),
-            boot_id=reg.boot_id or (existing.boot_id if existing else None),
+            boot_id=reg.boot_id or (existing.boot_id if existing else None), drained=existing.drained if existing else False,
             last_heartbeat_ms=existing.last_heartbeat_ms if existing else None,
         )
         row.status = self.status_of(row, now)
@@ -171,7 +171,8 @@ class NodeRegistry:
         now = self.clock.now_ms()
         if row.lifecycle is lifecycle:
             return row
-        new = replace(row, lifecycle=lifecycle, updated_at_ms=now)
+        drained = {Lifecycle.ACTIVE: False, Lifecycle.DRAINING: True, Lifecycle.SEALED: row.drained}[lifecycle]
+        new = replace(row, lifecycle=lifecycle, drained=drained, updated_at_ms=now)
         new.status = self.status_of(new, now)
         kind = {Lifecycle.ACTIVE: "undrained", Lifecycle.DRAINING: "draining", Lifecycle.SEALED: "sealed"}[lifecycle]
         async with self.store.transaction():
