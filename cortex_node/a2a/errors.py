@@ -55,61 +55,87 @@ class A2AError(Exception):
 
 
 class JSONParseError(A2AError):
-    code, reason, default_message = JSON_PARSE_ERROR, "PARSE_ERROR", "Invalid JSON payload"
+    code = JSON_PARSE_ERROR
+    reason = "PARSE_ERROR"
+    default_message = "Invalid JSON payload"
 
 
 class InvalidRequestError(A2AError):
-    code, reason, default_message = INVALID_REQUEST, "INVALID_REQUEST", "Invalid Request"
+    code = INVALID_REQUEST
+    reason = "INVALID_REQUEST"
+    default_message = "Invalid Request"
 
 
 class MethodNotFoundError(A2AError):
-    code, reason, default_message = METHOD_NOT_FOUND, "METHOD_NOT_FOUND", "Method not found"
+    code = METHOD_NOT_FOUND
+    reason = "METHOD_NOT_FOUND"
+    default_message = "Method not found"
 
 
 class InvalidParamsError(A2AError):
-    code, reason, default_message = INVALID_PARAMS, "INVALID_PARAMS", "Invalid params"
+    code = INVALID_PARAMS
+    reason = "INVALID_PARAMS"
+    default_message = "Invalid params"
 
 
 class InternalError(A2AError):
-    code, reason, default_message = INTERNAL_ERROR, "INTERNAL_ERROR", "Internal error"
+    code = INTERNAL_ERROR
+    reason = "INTERNAL_ERROR"
+    default_message = "Internal error"
 
 
 class TaskNotFoundError(A2AError):
-    code, reason, default_message = TASK_NOT_FOUND, "TASK_NOT_FOUND", "Task not found"
+    code = TASK_NOT_FOUND
+    reason = "TASK_NOT_FOUND"
+    default_message = "Task not found"
 
 
 class TaskNotCancelableError(A2AError):
-    code, reason, default_message = TASK_NOT_CANCELABLE, "TASK_NOT_CANCELABLE", "Task cannot be canceled"
+    code = TASK_NOT_CANCELABLE
+    reason = "TASK_NOT_CANCELABLE"
+    default_message = "Task cannot be canceled"
 
 
 class PushNotificationNotSupportedError(A2AError):
-    code, reason, default_message = (PUSH_NOTIFICATION_NOT_SUPPORTED, "PUSH_NOTIFICATION_NOT_SUPPORTED",
-                                     "Push Notification is not supported")
+    code = PUSH_NOTIFICATION_NOT_SUPPORTED
+    reason = "PUSH_NOTIFICATION_NOT_SUPPORTED"
+    default_message = "Push Notification is not supported"
 
 
 class UnsupportedOperationError(A2AError):
-    code, reason, default_message = UNSUPPORTED_OPERATION, "UNSUPPORTED_OPERATION", "This operation is not supported"
+    code = UNSUPPORTED_OPERATION
+    reason = "UNSUPPORTED_OPERATION"
+    default_message = "This operation is not supported"
 
 
 class ContentTypeNotSupportedError(A2AError):
-    code, reason, default_message = CONTENT_TYPE_NOT_SUPPORTED, "CONTENT_TYPE_NOT_SUPPORTED", "Incompatible content types"
+    code = CONTENT_TYPE_NOT_SUPPORTED
+    reason = "CONTENT_TYPE_NOT_SUPPORTED"
+    default_message = "Incompatible content types"
 
 
 class InvalidAgentResponseError(A2AError):
-    code, reason, default_message = INVALID_AGENT_RESPONSE, "INVALID_AGENT_RESPONSE", "Invalid agent response"
+    code = INVALID_AGENT_RESPONSE
+    reason = "INVALID_AGENT_RESPONSE"
+    default_message = "Invalid agent response"
 
 
 class ExtendedAgentCardNotConfiguredError(A2AError):
-    code, reason, default_message = (EXTENDED_AGENT_CARD_NOT_CONFIGURED, "EXTENDED_AGENT_CARD_NOT_CONFIGURED",
-                                     "Authenticated Extended Card is not configured")
+    code = EXTENDED_AGENT_CARD_NOT_CONFIGURED
+    reason = "EXTENDED_AGENT_CARD_NOT_CONFIGURED"
+    default_message = "Authenticated Extended Card is not configured"
 
 
 class ExtensionSupportRequiredError(A2AError):
-    code, reason, default_message = EXTENSION_SUPPORT_REQUIRED, "EXTENSION_SUPPORT_REQUIRED", "Extension support required"
+    code = EXTENSION_SUPPORT_REQUIRED
+    reason = "EXTENSION_SUPPORT_REQUIRED"
+    default_message = "Extension support required"
 
 
 class VersionNotSupportedError(A2AError):
-    code, reason, default_message = VERSION_NOT_SUPPORTED, "VERSION_NOT_SUPPORTED", "Version not supported"
+    code = VERSION_NOT_SUPPORTED
+    reason = "VERSION_NOT_SUPPORTED"
+    default_message = "Version not supported"
 
 
 ERRORS_BY_CODE: dict[int, type[A2AError]] = {

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from typing import Any
 
 from cortex_node.a2a.errors import InvalidParamsError
 
 PROTOCOL_VERSION = "1.0"
+VERSION_HEADER = "A2A-Version"
+CARD_PATH = "/.well-known/agent-card.json"
+LEGACY_CARD_PATH = "/.well-known/agent.json"  # the pre-1.0 name; some clients still ask for it
+RPC_PATH = "/a2a"
 
 ROLE_USER = "ROLE_USER"
 ROLE_AGENT = "ROLE_AGENT"
@@ -30,6 +35,14 @@ TASK_STATES = frozenset({TASK_STATE_SUBMITTED, TASK_STATE_WORKING, TASK_STATE_IN
                          TASK_STATE_AUTH_REQUIRED}) | TERMINAL_STATES
 
 PART_CONTENT_KEYS = ("text", "data", "url", "raw")
+
+# Protocol versions this code speaks: major 1 with any minor (spec §3.6), in Major.Minor form
+# (a patch part is tolerated).
+_SUPPORTED_VERSION = re.compile(r"1(\.\d+){0,2}")
+
+
+def is_supported_version(version: str) -> bool:
+    return bool(_SUPPORTED_VERSION.fullmatch(version.strip()))
 
 
 def text_part(text: str) -> dict[str, Any]:
@@ -132,5 +145,10 @@ def apply_history_length(task: dict[str, Any], history_length: int | None) -> di
     return trimmed
 
 
+_JSON_KINDS = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
 def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+    """The JSON name of what was sent, for error messages."""
+    return _JSON_KINDS.get(type(value), type(value).__name__)
