@@ -33,6 +33,7 @@ from cortex_node.swarm.coordinator import Coordinator, load_or_create_node_id
 log = logging.getLogger("cortex.node")
 
 MAX_BODY_BYTES = 1024 * 1024
+SEAL_DEADLINE_S = 30.0  # in-flight work gets this long to finish when a node is sealed
 RUNTIME_FILE = "runtime.json"
 LOCK_FILE = "node.lock"
 
@@ -49,6 +50,7 @@ def build_app(coordinator: Coordinator) -> web.Application:
     app[COORDINATOR] = coordinator
     app["max_body"] = MAX_BODY_BYTES
     app.add_routes(routes)
+    app.add_routes(coordinator.a2a.routes())
     return app
 
 
@@ -58,14 +60,18 @@ def jittered(interval_s: float) -> float:
 
 async def heartbeat_loop(c: Coordinator) -> None:
     interval = c.settings.heartbeat_interval_ms / 1000
+    wake = c.membership.beat_now
     while not c.heartbeat_stopped:
+        wake.clear()
         try:
             await c.heartbeat()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed beat is logged; the next one may succeed
             log.error("heartbeat failed: %s", exc)
-        await c.clock.sleep(jittered(interval))
+        # sleep until the next beat, or until new peers (or a drain) should hear from us now
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), jittered(interval))
 
 
 async def sweep_loop(c: Coordinator) -> None:
@@ -78,6 +84,20 @@ async def sweep_loop(c: Coordinator) -> None:
             raise
         except Exception as exc:
             log.error("stale sweep failed: %s", exc)
+
+
+async def discovery_loop(c: Coordinator) -> None:
+    """Seeds and known peers' cards: at start, then every few heartbeats. Unreachable peers are
+    retried with backoff inside discover_peers; nothing here is ever fatal."""
+    interval = max(1.0, min(60.0, 4 * c.settings.heartbeat_interval_ms / 1000))
+    while True:
+        try:
+            await c.discover_peers()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("peer discovery failed: %s", exc)
+        await c.clock.sleep(interval)
 
 
 @dataclass
@@ -152,6 +172,7 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
     lock = DataDirLock(data_dir / LOCK_FILE)
     lock.acquire()
     store: Store | None = None
+    coordinator: Coordinator | None = None
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task] = []
     try:
@@ -164,7 +185,7 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
             raise StartupError(str(exc)) from None
         node_id = load_or_create_node_id(data_dir, clock.now_ms())
         coordinator = Coordinator(settings, store, clock, node_id)
-        me = await coordinator.register_self()
+        me = await coordinator.start()
 
         runner = web.AppRunner(build_app(coordinator), access_log=None, handle_signals=False)
         await runner.setup()
@@ -174,7 +195,8 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(coordinator.seal(f"signal {s.name}")))
 
-        tasks = [asyncio.create_task(heartbeat_loop(coordinator), name="heartbeat"),
+        tasks = [asyncio.create_task(discovery_loop(coordinator), name="discovery"),
+                 asyncio.create_task(heartbeat_loop(coordinator), name="heartbeat"),
                  asyncio.create_task(sweep_loop(coordinator), name="sweep")]
         write_runtime(data_dir, {"pid": os.getpid(), "nodeId": node_id, "name": me.name,
                                  "url": settings.client_url, "publicUrl": settings.public_url,
@@ -183,6 +205,7 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
 
         await coordinator.shutdown_requested.wait()
         log.info("sealing: finishing in-flight work and leaving the swarm")
+        await coordinator.stop(SEAL_DEADLINE_S)
         return 0
     finally:
         for task in tasks:

@@ -62,3 +62,23 @@ class ManualClock:
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append((self._mono + seconds, fut))
         await fut
+
+
+class HybridLogicalClock:
+    """Versions for last-writer-wins state: physical ms in the high bits, a logical counter in the
+    low 16, so causality survives clock skew between nodes (a merge never goes backwards)."""
+
+    LOGICAL_BITS = 16
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.last = 0
+
+    def now(self) -> int:
+        physical = self.clock.now_ms() << self.LOGICAL_BITS
+        self.last = max(self.last + 1, physical)
+        return self.last
+
+    def observe(self, remote: int) -> None:
+        """Move past a version seen from another node."""
+        self.last = max(self.last, remote)

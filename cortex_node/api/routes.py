@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from aiohttp import web
 
-from cortex_node.contracts import SNAPSHOT_RETENTION, SWARM_VERSION, DirectiveStatus, parse_ts
+from cortex_node.contracts import (
+    DEFAULT_TTL_MS,
+    SNAPSHOT_RETENTION,
+    SWARM_VERSION,
+    DirectiveKind,
+    DirectivePriority,
+    DirectiveStatus,
+    parse_ts,
+)
 from cortex_node.api.http import ApiError, json_response, query_enum, query_int, read_json_object
+from cortex_node.api.metrics import prometheus_text
 from cortex_node.api.openapi import openapi_document
 from cortex_node.swarm.coordinator import ONLINE_STATUSES, Coordinator
+from cortex_node.swarm.directive_handler import check_state_key
 from cortex_node.swarm.node_registry import UnknownNode
+from cortex_node.swarm.transport import MAX_TTL_MS
 
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 routes = web.RouteTableDef()
@@ -32,6 +46,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({
         "ok": True, "nodeId": c.node_id, "name": me.name, "status": me.status.value,
         "version": SWARM_VERSION, "uptimeSeconds": round((c.clock.now_ms() - c.started_at_ms) / 1000, 1),
+        "queue": c.handler.queue_figures(),
     })
 
 
@@ -130,3 +145,178 @@ async def undrain(request: web.Request) -> web.Response:
 @routes.post("/api/swarm/seal")
 async def seal(request: web.Request) -> web.Response:
     return await _control(request, "seal")
+
+
+# --- directives ---------------------------------------------------------------------------------
+_DISPATCH_KEYS = {"targetNodeId", "targetEndpoint", "group", "kind", "payload", "priority", "ttlMs",
+                  "parentDirectiveId", "wait"}
+
+
+def _parse_dispatch(body: dict) -> dict:
+    unknown = sorted(set(body) - _DISPATCH_KEYS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_DISPATCH_KEYS))}")
+    targets = [k for k in ("targetNodeId", "targetEndpoint", "group") if body.get(k) is not None]
+    if len(targets) != 1:
+        raise ApiError(400, "name exactly one target: targetNodeId, targetEndpoint or group")
+    for key in targets + ["parentDirectiveId"]:
+        if body.get(key) is not None and (not isinstance(body[key], str) or not body[key]):
+            raise ApiError(400, f"'{key}' must be a non-empty string")
+    try:
+        kind = DirectiveKind(body.get("kind"))
+    except ValueError:
+        raise ApiError(400, f"'kind' must be one of {', '.join(k.value for k in DirectiveKind)}; "
+                            f"got {body.get('kind')!r}") from None
+    try:
+        priority = DirectivePriority(body.get("priority", "normal"))
+    except ValueError:
+        raise ApiError(400, f"'priority' must be one of {', '.join(p.value for p in DirectivePriority)}; "
+                            f"got {body.get('priority')!r}") from None
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise ApiError(400, "'payload' must be a JSON object")
+    ttl = body.get("ttlMs", DEFAULT_TTL_MS)
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_MS:
+        raise ApiError(400, f"'ttlMs' must be an integer from 1 to {MAX_TTL_MS}; got {ttl!r}")
+    wait = body.get("wait", True)
+    if not isinstance(wait, bool):
+        raise ApiError(400, "'wait' must be true or false")
+    return {"kind": kind, "payload": payload, "priority": priority, "ttl_ms": ttl, "wait": wait,
+            "parent_directive_id": body.get("parentDirectiveId"), "target_node_id": body.get("targetNodeId"),
+            "target_endpoint": body.get("targetEndpoint"), "group": body.get("group")}
+
+
+@routes.post("/api/swarm/directives")
+async def create_directive(request: web.Request) -> web.Response:
+    args = _parse_dispatch(await read_json_object(request))
+    c = _coord(request)
+    group = args.pop("group")
+    wait = args["wait"]
+    if group is not None:
+        kind, payload = args.pop("kind"), args.pop("payload")
+        for key in ("target_node_id", "target_endpoint"):
+            args.pop(key)
+        rows = await c.broadcast(group, kind, payload, **args)
+        return json_response({"group": group, "directives": rows}, status=200 if wait else 202)
+    kind, payload = args.pop("kind"), args.pop("payload")
+    row = await c.dispatch(kind, payload, **args)
+    return json_response(row, status=200 if wait else 202)
+
+
+@routes.get("/api/swarm/directives/{directive_id}")
+async def get_directive(request: web.Request) -> web.Response:
+    directive_id = request.match_info["directive_id"]
+    row = await _coord(request).directives.get(directive_id)
+    if row is None:
+        raise ApiError(404, f"no directive with id {directive_id!r}")
+    return json_response(row)
+
+
+@routes.post("/api/swarm/directives/{directive_id}/cancel")
+async def cancel_directive(request: web.Request) -> web.Response:
+    directive_id = request.match_info["directive_id"]
+    row = await _coord(request).cancel_directive(directive_id)
+    if row is None:
+        raise ApiError(404, f"no directive sent from this node with id {directive_id!r}")
+    return json_response(row)
+
+
+# --- forward_message inbox and sync_state -------------------------------------------------------
+@routes.get("/api/swarm/messages")
+async def list_messages(request: web.Request) -> web.Response:
+    session_id = request.query.get("sessionId") or None
+    limit = query_int(request, "limit", 100, 1, 1000)
+    return json_response({"messages": await _coord(request).handler.inbox.list(session_id, limit)})
+
+
+def _state_args(request: web.Request) -> tuple[str, str]:
+    namespace, key = request.match_info["namespace"], request.match_info["key"]
+    try:
+        check_state_key(namespace, key)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return namespace, key
+
+
+@routes.get("/api/swarm/state/{namespace}/{key}")
+async def get_state(request: web.Request) -> web.Response:
+    namespace, key = _state_args(request)
+    entry = await _coord(request).handler.state.get(namespace, key)
+    if entry is None:
+        raise ApiError(404, f"no key {key!r} in namespace {namespace!r}")
+    return json_response({"namespace": namespace, "key": key, **entry.to_wire()})
+
+
+@routes.put("/api/swarm/state/{namespace}/{key}")
+async def put_state(request: web.Request) -> web.Response:
+    namespace, key = _state_args(request)
+    body = await read_json_object(request)
+    if set(body) != {"value"}:
+        raise ApiError(400, "the body must be {\"value\": <any JSON>}")
+    entry = await _coord(request).handler.put_state(namespace, key, body["value"])
+    return json_response({"namespace": namespace, "key": key, **entry.to_wire()})
+
+
+# --- remote control, the change feed, Prometheus ------------------------------------------------
+async def _control_node(request: web.Request, action: str) -> web.Response:
+    body = await read_json_object(request, optional=True)
+    reason = body.get("reason", "operator")
+    if not isinstance(reason, str) or len(reason) > 200:
+        raise ApiError(400, "'reason' must be a string of at most 200 characters")
+    node_id = request.match_info["node_id"]
+    try:
+        node = await _coord(request).control_node(node_id, action, reason)
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from None
+    except RuntimeError as exc:
+        raise ApiError(502 if "failed" in str(exc) else 409, str(exc)) from None
+    return json_response(node, status=202 if action == "seal" else 200)
+
+
+@routes.post("/api/swarm/nodes/{node_id}/drain")
+async def drain_node(request: web.Request) -> web.Response:
+    return await _control_node(request, "drain")
+
+
+@routes.post("/api/swarm/nodes/{node_id}/undrain")
+async def undrain_node(request: web.Request) -> web.Response:
+    return await _control_node(request, "undrain")
+
+
+@routes.post("/api/swarm/nodes/{node_id}/seal")
+async def seal_node(request: web.Request) -> web.Response:
+    return await _control_node(request, "seal")
+
+
+@routes.get("/api/swarm/events")
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one ``event: <kind>`` per change, a comment every 15 s to keep
+    proxies from closing an idle stream."""
+    c = _coord(request)
+    sub = c.events.subscribe()
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+    await resp.prepare(request)
+    try:
+        await resp.write(b": connected\n\n")
+        while not c.shutdown_requested.is_set():
+            try:
+                event = await asyncio.wait_for(sub.queue.get(), 15.0)
+            except asyncio.TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            if sub.dropped:
+                event["data"] = {**event["data"], "droppedBefore": sub.dropped}
+                sub.dropped = 0
+            await resp.write(f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event['data'])}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        sub.close()
+    return resp
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    text = await prometheus_text(_coord(request))
+    return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})

@@ -139,3 +139,21 @@ def control_result(action: str, node: dict[str, Any]) -> None:
     if action == "seal":
         line.append(": the daemon finishes in-flight work and exits")
     console.print(line)
+
+
+def directive_results(rows: list[dict[str, Any]]) -> None:
+    for d in rows:
+        line = Text(f"{d['directiveId']} {d['kind']} -> {d['targetNodeId']}: ")
+        line.append_text(status_text(d["status"]))
+        if d.get("durationMs"):
+            line.append(f" in {d['durationMs']} ms", style="dim")
+        console.print(line)
+        if d.get("error"):
+            console.print(Text(f"  error: {d['error']}", style="red"))
+        out = d.get("output")
+        if isinstance(out, dict) and ("stdout" in out or "output" in out):
+            text = out.get("stdout") if "stdout" in out else out.get("output")
+            if text:
+                console.print(text.rstrip(), markup=False, highlight=False)
+        elif out is not None:
+            console.print_json(data=out)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from cortex_node.cli import render
+from cortex_node.cli import demo, render
 from cortex_node.cli.client import CliError, NodeClient
 from cortex_node.config import ConfigError, default_config_path, load_settings, save_swarm_section
 
@@ -111,6 +111,49 @@ def directives_cmd(status: Optional[str] = typer.Option(None, "--status", help="
     render.directives_table(doc)
 
 
+@swarm.command("dispatch", help="Send a directive to a node (by id or URL) or to every live node of a group.\n\n"
+               "Example: cortex swarm dispatch execute_task --target http://10.0.0.7:4220 --payload '{\"command\": [\"uptime\"]}'")
+def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_task | query_resources | forward_message | sync_state"),
+                 target: Optional[str] = typer.Option(None, "--target", help="Target node id, or its URL"),
+                 group: Optional[str] = typer.Option(None, "--group", help="Send to every live node of this group"),
+                 payload: str = typer.Option("{}", "--payload", help="The directive's payload as a JSON object"),
+                 priority: str = typer.Option("normal", "--priority", help="low | normal | high | critical"),
+                 ttl: float = typer.Option(120.0, "--ttl", help="Seconds the directive may take"),
+                 wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the result (default) or return at once"),
+                 url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+                 token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+                 as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+    if (target is None) == (group is None):
+        fail("name exactly one of --target or --group", 2)
+    try:
+        payload_doc = json.loads(payload)
+    except ValueError as exc:
+        fail(f"--payload is not valid JSON ({exc.msg} at column {exc.colno})", 2)
+    if not isinstance(payload_doc, dict):
+        fail("--payload must be a JSON object, e.g. '{\"command\": [\"uptime\"]}'", 2)
+    if not 0 < ttl <= 86_400:
+        fail("--ttl must be more than 0 and at most 86400 seconds", 2)
+    body: dict[str, Any] = {"kind": kind, "payload": payload_doc, "priority": priority, "ttlMs": int(ttl * 1000),
+                            "wait": wait}
+    if group is not None:
+        body["group"] = group
+    elif target.startswith(("http://", "https://")):
+        body["targetEndpoint"] = target
+    else:
+        body["targetNodeId"] = target
+    c = client(url, token)
+    c.timeout = ttl + 10
+    if wait:
+        typer.echo(f"dispatching {kind}; waiting up to {ttl:g} s for the result…", err=True)
+    doc = call(c.post, "/api/swarm/directives", body)
+    if as_json:
+        return emit_json(doc)
+    rows = doc["directives"] if "directives" in doc and "group" in doc else [doc]
+    render.directive_results(rows)
+    if any(r["status"] in ("failed", "timed_out", "cancelled") for r in rows):
+        raise typer.Exit(1)
+
+
 def _control(action: str, url: Optional[str], token: Optional[str], reason: str, as_json: bool) -> None:
     doc = call(client(url, token).post, f"/api/swarm/{action}", {"reason": reason})
     if as_json:
@@ -196,6 +239,24 @@ def init_cmd(name: Optional[str] = typer.Option(None, "--name", help="Node name 
         return emit_json(result)
     typer.echo(f"{name} ({health['nodeId']}) is running on {settings.client_url}, pid {proc.pid}")
     typer.echo(f"log: {log_path}   stop it with: cortex swarm seal --url {settings.client_url}")
+
+
+@swarm.command("demo", help="Start a local swarm with a light simulated workload and open cortex-tui on node 1; "
+               "every node is sealed on exit.\n\nExample: cortex swarm demo --nodes 4")
+def demo_cmd(nodes: int = typer.Option(3, "--nodes", help="How many local nodes (1-16)"),
+             tui: bool = typer.Option(True, "--tui/--no-tui", help="Open cortex-tui (default) or just run"),
+             data_dir: Path = typer.Option(Path(".cortex-demo"), "--data-dir", help="Where the nodes keep their data (wiped first)"),
+             interval: float = typer.Option(1.0, "--heartbeat-interval", help="Seconds between heartbeats"),
+             duration: Optional[float] = typer.Option(None, "--duration", help="With --no-tui: stop after this many seconds")) -> None:
+    if not 1 <= nodes <= 16:
+        fail("--nodes must be from 1 to 16", 2)
+    if not 0.1 <= interval <= 60:
+        fail("--heartbeat-interval must be from 0.1 to 60 seconds", 2)
+    try:
+        code = demo.run_demo(nodes, tui, data_dir.resolve(), interval, duration)
+    except CliError as exc:
+        fail(str(exc), exc.exit_code)
+    raise typer.Exit(code)
 
 
 def main() -> None:

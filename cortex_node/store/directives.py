@@ -32,35 +32,47 @@ class DirectiveRepo:
         self.store = store
 
     async def insert(self, d: SwarmDirective, status: DirectiveStatus, role: str, now_ms: int) -> bool:
-        """False when the directive id is already recorded (a replay)."""
+        """False when the directive id is already recorded for this role (a replay). Each side of a
+        directive keeps its own row (role outbound on the dispatcher, inbound on the target), so a
+        node that sends to itself holds both."""
         ts = format_ts(now_ms)
         cur = await self.store.db.execute(
             f"INSERT INTO swarm_directives ({_FIELDS}) VALUES ({', '.join('?' * 21)}) "
-            "ON CONFLICT (directive_id) DO NOTHING",
+            "ON CONFLICT (directive_id, role) DO NOTHING",
             (d.directive_id, d.source_node_id, d.target_node_id, d.kind.value, json.dumps(d.payload),
              d.priority.value, status.value, None, None, 0, 0, 0.0, 0, 0, d.parent_directive_id, d.ttl_ms,
              ts if status is DirectiveStatus.DISPATCHED else None, None, ts, ts, role),
         )
         return cur.rowcount == 1
 
-    async def finish(self, directive_id: str, status: DirectiveStatus, output: Any, error: str | None,
+    async def finish(self, directive_id: str, role: str, status: DirectiveStatus, output: Any, error: str | None,
                      metrics: dict[str, Any], now_ms: int) -> bool:
         """Record the terminal state once: a row already terminal is never overwritten."""
         ts = format_ts(now_ms)
         cur = await self.store.db.execute(
             "UPDATE swarm_directives SET status = ?, output = ?, error = ?, tokens_in = ?, tokens_out = ?,"
             " cost_usd = ?, duration_ms = ?, tool_calls = ?, completed_at = ?, updated_at = ?"
-            " WHERE directive_id = ? AND status IN ('pending', 'dispatched')",
+            " WHERE directive_id = ? AND role = ? AND status IN ('pending', 'dispatched')",
             (status.value, json.dumps(output) if output is not None else None, error,
              int(metrics.get("tokensIn", 0)), int(metrics.get("tokensOut", 0)), float(metrics.get("costUsd", 0.0)),
-             int(metrics.get("durationMs", 0)), int(metrics.get("toolCalls", 0)), ts, ts, directive_id),
+             int(metrics.get("durationMs", 0)), int(metrics.get("toolCalls", 0)), ts, ts, directive_id, role),
         )
         return cur.rowcount == 1
 
-    async def get(self, directive_id: str) -> dict[str, Any] | None:
-        async with self.store.db.execute(
-            f"SELECT {_FIELDS} FROM swarm_directives WHERE directive_id = ?", (directive_id,)
-        ) as cur:
+    async def mark_dispatched(self, directive_id: str, now_ms: int) -> None:
+        ts = format_ts(now_ms)
+        await self.store.db.execute(
+            "UPDATE swarm_directives SET status = 'dispatched', dispatched_at = ?, updated_at = ?"
+            " WHERE directive_id = ? AND role = 'outbound' AND status = 'pending'", (ts, ts, directive_id))
+
+    async def get(self, directive_id: str, role: str | None = None) -> dict[str, Any] | None:
+        """The row of one side, or (role None) the dispatcher's row when this node holds both."""
+        sql = f"SELECT {_FIELDS} FROM swarm_directives WHERE directive_id = ?"
+        params: tuple = (directive_id,)
+        if role is not None:
+            sql += " AND role = ?"
+            params = (directive_id, role)
+        async with self.store.db.execute(sql + " ORDER BY role DESC LIMIT 1", params) as cur:
             row = await cur.fetchone()
         return _row_to_wire(row) if row else None
 
@@ -74,8 +86,15 @@ class DirectiveRepo:
         async with self.store.db.execute(sql, params) as cur:
             return [_row_to_wire(r) for r in await cur.fetchall()]
 
-    async def unfinished(self) -> list[dict[str, Any]]:
+    async def unfinished(self, role: str) -> list[dict[str, Any]]:
         async with self.store.db.execute(
-            f"SELECT {_FIELDS} FROM swarm_directives WHERE status IN ('pending', 'dispatched') ORDER BY id"
+            f"SELECT {_FIELDS} FROM swarm_directives WHERE role = ? AND status IN ('pending', 'dispatched') ORDER BY id",
+            (role,),
         ) as cur:
             return [_row_to_wire(r) for r in await cur.fetchall()]
+
+    async def counts(self) -> dict[tuple[str, str, str], int]:
+        async with self.store.db.execute(
+            "SELECT role, kind, status, COUNT(*) FROM swarm_directives GROUP BY role, kind, status"
+        ) as cur:
+            return {(r[0], r[1], r[2]): r[3] for r in await cur.fetchall()}

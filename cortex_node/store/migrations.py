@@ -38,7 +38,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE UNIQUE INDEX nodes_endpoint ON nodes (endpoint)",
         """CREATE TABLE swarm_directives (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
-            directive_id TEXT NOT NULL UNIQUE,
+            directive_id TEXT NOT NULL,
             source_node_id TEXT NOT NULL,
             target_node_id TEXT NOT NULL,
             kind TEXT NOT NULL,
@@ -58,7 +58,8 @@ MIGRATIONS: list[list[str]] = [
             completed_at TEXT,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL,
-            role TEXT NOT NULL DEFAULT 'outbound'
+            role TEXT NOT NULL DEFAULT 'outbound',
+            UNIQUE (directive_id, role)
         )""",
         "CREATE INDEX swarm_directives_status ON swarm_directives (status, id)",
         """CREATE TABLE swarm_resource_snapshots (
@@ -102,5 +103,28 @@ MIGRATIONS: list[list[str]] = [
             at TEXT NOT NULL
         )""",
         "CREATE INDEX swarm_node_events_node ON swarm_node_events (node_id, id)",
+        # sync_state: a last-writer-wins map per namespace; version = (hlc, origin node id)
+        """CREATE TABLE swarm_state (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            hlc INTEGER NOT NULL,
+            origin TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (namespace, key)
+        )""",
+        # forward_message inbox: kept until delivered to an agent of the session (or agent)
+        """CREATE TABLE swarm_messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            directive_id TEXT,
+            session_id TEXT,
+            agent_id TEXT,
+            source_node_id TEXT NOT NULL,
+            message TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            delivered_at TEXT
+        )""",
+        "CREATE INDEX swarm_messages_session ON swarm_messages (session_id, id)",
     ],
 ]

@@ -1,0 +1,414 @@
+"""The local agent runtime behind spawn_agent and forward_message.
+
+An agent is a process of a configured type, registered in the OsKernel with role "agent". The
+types are the built-ins ``echo`` and ``sim`` plus settings.agents (name -> {"argv": [...],
+"unprivileged": bool, "env": {...}}); a configured name replaces a built-in.
+
+What an agent program can rely on:
+- its instruction: in argv, where an element of its type's argv holds ``{instruction}``;
+  otherwise as the first line of its stdin (line breaks in it become spaces there).
+- stdin: a detached agent's stdin stays open and carries forwarded messages, one JSON object a
+  line; an attached one gets end-of-file right after its instruction.
+- stdout is its output, except lines ``{"cortex": "usage", "tokensIn": n, "tokensOut": n,
+  "costUsd": x, "toolCalls": n}`` (all optional), which add to its resource counters.
+- its environment names it: CORTEX_NODE_ID, CORTEX_AGENT_ID, CORTEX_SESSION_ID, CORTEX_KERNEL_PID.
+- SIGTERM to its process group asks it to stop; SIGKILL follows after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import psutil
+
+from cortex_node.clock import Clock
+from cortex_node.contracts import NodeTier, ProcessInfo, new_id
+from cortex_node.kernel.commands import (
+    OUTPUT_LIMIT,
+    CappedBuffer,
+    ChildProcess,
+    ExitStatus,
+    fill_placeholders,
+    parse_env,
+    placeholders,
+    wait_until,
+)
+from cortex_node.kernel.policy import check_spawn, child_environment
+from cortex_node.kernel.process_table import OsKernel
+
+log = logging.getLogger("cortex.agents")
+
+MB = 1024 * 1024
+SAMPLE_INTERVAL_S = 1.0
+FIRST_SAMPLE_S = 0.05  # the interval starts here and doubles up to SAMPLE_INTERVAL_S
+TERMINATE_GRACE_S = 2.0
+STDERR_LIMIT = 16 * 1024
+MAX_PENDING_LINE = 64 * 1024  # an unfinished line longer than this cannot be a usage line
+TRUNCATION_MARKER = "\n[output truncated by cortex-node: {dropped} more bytes]\n"
+AGENT_TYPE_KEYS = ("argv", "unprivileged", "env")
+USAGE_FIELDS = (("tokensIn", "tokens_in", int), ("tokensOut", "tokens_out", int),
+                ("costUsd", "cost_usd", float), ("toolCalls", "tool_calls", int))
+
+
+class UnknownAgentType(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class AgentType:
+    name: str
+    argv: tuple[str, ...]
+    unprivileged: bool = False  # safe to run on an unprivileged node
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def instruction_in_argv(self) -> bool:
+        return any("instruction" in placeholders(arg) for arg in self.argv)
+
+
+BUILTIN_AGENT_TYPES = {
+    "echo": AgentType("echo", (sys.executable, "-m", "cortex_node.kernel.echo_agent"), unprivileged=True),
+    "sim": AgentType("sim", (sys.executable, "-m", "cortex_node.kernel.sim_agent", "--instruction={instruction}"),
+                     unprivileged=True),
+}
+
+
+def load_agent_types(config: Mapping[str, Any]) -> dict[str, AgentType]:
+    """The built-ins plus settings.agents. Raises ValueError naming the bad key."""
+    types = dict(BUILTIN_AGENT_TYPES)
+    for name, conf in config.items():
+        where = f"settings.agents.{name}"
+        if not isinstance(conf, dict):
+            raise ValueError(f"{where} must be an object with \"argv\": a non-empty list of strings")
+        unknown = sorted(set(conf) - set(AGENT_TYPE_KEYS))
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(AGENT_TYPE_KEYS)}")
+        argv = conf.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
+            raise ValueError(f"{where}.argv must be a non-empty list of strings")
+        others = sorted(set().union(*(placeholders(a) for a in argv)) - {"instruction"})
+        if others:
+            raise ValueError(f"{where}.argv uses {{{others[0]}}}; the only placeholder is {{instruction}}")
+        unprivileged = conf.get("unprivileged", False)
+        if not isinstance(unprivileged, bool):
+            raise ValueError(f"{where}.unprivileged must be true or false")
+        try:
+            env = parse_env(conf.get("env", {}))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        types[name] = AgentType(name, tuple(argv), unprivileged, env)
+    return types
+
+
+@dataclass
+class AgentMetrics:
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    tool_calls: int = 0
+    duration_ms: int = 0
+    cpu_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+
+
+@dataclass
+class AgentOutcome:
+    status: str  # exited (code 0) | failed | killed (terminated by us)
+    exit_code: int  # negative: the signal that ended it
+    output: str  # stdout without usage lines, capped (a marker says so)
+    truncated: bool
+    stderr: str  # its tail is the best error message a failed agent leaves
+    metrics: AgentMetrics
+
+
+def parse_usage_line(line: bytes) -> dict[str, int | float] | None:
+    """The counters of a ``{"cortex": "usage", ...}`` line, or None when the line is output."""
+    if b'"cortex"' not in line:  # most lines are output: skip the JSON parser for them
+        return None
+    try:
+        doc = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict) or doc.get("cortex") != "usage":
+        return None
+    usage: dict[str, int | float] = {}
+    for key, name, kind in USAGE_FIELDS:
+        value = doc.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            log.warning("ignoring %s=%r in an agent's usage line: counters take numbers >= 0", key, value)
+            continue
+        usage[name] = kind(value)
+    return usage
+
+
+class AgentStdout:
+    """Splits stdout into lines: usage lines go to ``on_usage``, the rest into the capped output."""
+
+    def __init__(self, limit: int, on_usage: Callable[[dict], None]) -> None:
+        self.output = CappedBuffer(limit)
+        self._on_usage = on_usage
+        self._line = bytearray()
+        self._in_long_line = False  # the rest of a line already passed on as output
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while start < len(data):
+            newline = data.find(b"\n", start)
+            stop = len(data) if newline < 0 else newline + 1
+            self._take(data[start:stop], complete=newline >= 0)
+            start = stop
+
+    def close(self) -> None:
+        if self._line:
+            self._emit()
+
+    def _take(self, piece: bytes, *, complete: bool) -> None:
+        if self._in_long_line:
+            self.output.add(piece)
+            self._in_long_line = not complete
+            return
+        self._line += piece
+        if complete:
+            self._emit()
+        elif len(self._line) > MAX_PENDING_LINE:  # keep memory bounded on output without newlines
+            self.output.add(bytes(self._line))
+            self._line.clear()
+            self._in_long_line = True
+
+    def _emit(self) -> None:
+        line = bytes(self._line)
+        self._line.clear()
+        usage = parse_usage_line(line)
+        if usage is None:
+            self.output.add(line)
+        else:
+            self._on_usage(usage)
+
+    def text(self) -> str:
+        text = self.output.text()
+        if self.output.truncated:
+            text += TRUNCATION_MARKER.format(dropped=self.output.dropped)
+        return text
+
+
+class RunningAgent:
+    """A live agent process; AgentRuntime.spawn makes them."""
+
+    def __init__(self, info: ProcessInfo, kernel: OsKernel, clock: Clock, *, output_limit: int,
+                 sample_interval: float) -> None:
+        self.pid = info.pid
+        self.agent_id: str = info.agent_id
+        self.session_id: str = info.session_id
+        self.agent_type: str = info.agent_type
+        self.os_pid = 0  # set by _launch
+        self._info = info
+        self._kernel = kernel
+        self._clock = clock
+        self._sample_interval = sample_interval
+        self._stdout = AgentStdout(output_limit, lambda usage: kernel.add_usage(info.pid, **usage))
+        self._stderr = CappedBuffer(STDERR_LIMIT)
+        self._child: ChildProcess | None = None
+        self._terminated = False
+        self._started = clock.monotonic()
+        self._done: asyncio.Future[AgentOutcome] = asyncio.get_running_loop().create_future()
+        self._supervisor: asyncio.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self._done.done()
+
+    async def wait(self, timeout: float | None = None) -> AgentOutcome:
+        """Its outcome once it has exited. Raises asyncio.TimeoutError after ``timeout`` seconds,
+        leaving it running."""
+        if not await wait_until(self._done, self._clock, timeout):
+            raise asyncio.TimeoutError(f"agent {self.agent_id} still running after {timeout} s")
+        return self._done.result()
+
+    async def terminate(self, grace: float = TERMINATE_GRACE_S) -> AgentOutcome:
+        """SIGTERM to its process group, SIGKILL after ``grace`` seconds. Status "killed" unless
+        it had exited already."""
+        if self._child.running:
+            self._terminated = True
+            await self._child.stop(self._clock, grace)
+        return await asyncio.shield(self._done)
+
+    async def send_message(self, message: dict) -> bool:
+        """Write ``message`` as one JSON line on its stdin. False when it no longer runs or takes
+        no messages (an attached agent's stdin closes after the instruction)."""
+        line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return await self._child.write(line.encode())
+
+    def end_input(self) -> None:
+        """Close its stdin: an agent that reads messages finishes when it sees end-of-file."""
+        self._child.close_stdin()
+
+    async def _launch(self, argv: list[str], env: dict[str, str], first_line: str | None, detach: bool) -> None:
+        self._child = await ChildProcess.start(
+            argv, cwd=None, env=env, on_stdout=self._stdout.feed, on_stderr=self._stderr.add,
+            with_stdin=first_line is not None or detach,
+        )
+        self.os_pid = self._child.pid
+        if first_line is not None:
+            self._child.write_nowait(first_line.encode())
+        if not detach:
+            self._child.close_stdin()
+
+    async def _supervise(self, on_finished: Callable[[RunningAgent], None]) -> None:
+        sampler = asyncio.create_task(self._sample_while_running())
+        try:
+            self._finish(await self._child.finish(self._clock))
+        except asyncio.CancelledError:  # the runtime goes away without a shutdown: the agent goes too
+            self._child.kill()
+            raise
+        except Exception as exc:  # its waiters must hear of it rather than hang
+            log.exception("agent %s (os pid %s): supervision failed", self.agent_id, self.os_pid)
+            self._kernel.finish(self.pid, "failed", None)
+            self._done.set_exception(exc)
+        finally:
+            sampler.cancel()
+            on_finished(self)
+
+    def _finish(self, status: ExitStatus) -> None:
+        self._stdout.close()
+        self._kernel.set_process_sample(self.pid, status.cpu_ms, 0.0)  # cpu only: memory peaks come from samples
+        word = "killed" if self._terminated else "exited" if status.exit_code == 0 else "failed"
+        self._kernel.finish(self.pid, word, status.exit_code)
+        r = self._info.resources
+        metrics = AgentMetrics(
+            tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost_usd=r.cost_usd, tool_calls=r.tool_calls,
+            duration_ms=round((self._clock.monotonic() - self._started) * 1000),
+            cpu_ms=round(r.cpu_ms, 1), peak_memory_mb=round(r.peak_memory_mb, 1),
+        )
+        self._done.set_result(AgentOutcome(
+            status=word, exit_code=status.exit_code, output=self._stdout.text(),
+            truncated=self._stdout.output.truncated, stderr=self._stderr.text(), metrics=metrics,
+        ))
+
+    async def _sample_while_running(self) -> None:
+        """psutil figures of the agent and its live descendants: cpu for the counters peers see
+        while it runs (the exact total comes at exit), memory for the peak. Samples come often
+        at first, so that a short run is measured too."""
+        try:
+            proc = psutil.Process(self.os_pid)
+        except psutil.NoSuchProcess:
+            return
+        delay = min(FIRST_SAMPLE_S, self._sample_interval)
+        while self._child.running:
+            try:
+                with proc.oneshot():
+                    t = proc.cpu_times()
+                    cpu_s = t.user + t.system + t.children_user + t.children_system
+                    memory = _peak_rss(proc)
+                for child in proc.children(recursive=True):
+                    try:
+                        ct = child.cpu_times()
+                        cpu_s += ct.user + ct.system
+                        memory += _peak_rss(child)
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                return
+            self._kernel.set_process_sample(self.pid, cpu_s * 1000.0, memory / MB)
+            await self._clock.sleep(delay)
+            delay = min(delay * 2, self._sample_interval)
+
+
+def _peak_rss(proc: psutil.Process) -> int:
+    """Bytes: Linux keeps each process's high-water resident size (VmHWM), so no peak between
+    two samples is missed; elsewhere the current resident size."""
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"/proc/{proc.pid}/status", "rb") as status:
+                for line in status:
+                    if line.startswith(b"VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+    return proc.memory_info().rss
+
+
+class AgentRuntime:
+    """Starts agents for spawn_agent and finds them again for forward_message. Only live agents
+    are kept here; the kernel's process table keeps their history."""
+
+    def __init__(self, kernel: OsKernel, clock: Clock, agent_types: Mapping[str, Any], *, tier: NodeTier,
+                 output_limit: int = OUTPUT_LIMIT, sample_interval: float = SAMPLE_INTERVAL_S) -> None:
+        self.kernel = kernel
+        self.clock = clock
+        self.tier = tier
+        self.types = load_agent_types(agent_types)
+        self.output_limit = output_limit
+        self.sample_interval = sample_interval
+        self._agents: dict[str, RunningAgent] = {}  # agent id -> live agent
+
+    async def spawn(self, agent_type: str, instruction: str, *, session_id: str | None = None,
+                    env: Mapping[str, str] | None = None, parent_pid: int = 1, detach: bool = False) -> RunningAgent:
+        """Start an agent. A detached one keeps its stdin open for send_message; an attached one
+        gets end-of-file after its instruction. Raises UnknownAgentType, NotPermitted,
+        ValueError (bad arguments) or ProcessStartError."""
+        kind = self.types.get(agent_type)
+        if kind is None:
+            raise UnknownAgentType(f"unknown agent type {agent_type!r}; this node runs: {', '.join(sorted(self.types))}")
+        if not isinstance(instruction, str):
+            raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
+        if session_id is not None and (not isinstance(session_id, str) or not session_id):
+            raise ValueError(f"sessionId must be a non-empty string, got {session_id!r}")
+        extra_env = parse_env(env or {})
+        check_spawn(self.tier, kind, extra_env)
+        if parent_pid not in self.kernel.processes:
+            raise ValueError(f"parent pid {parent_pid} is not in this node's process table")
+        if kind.instruction_in_argv:
+            if "\0" in instruction:
+                raise ValueError("the instruction contains a NUL character, which cannot travel in argv")
+            argv = [fill_placeholders(arg, {"instruction": instruction}) for arg in kind.argv]
+            first_line = None
+        else:
+            argv = list(kind.argv)
+            first_line = " ".join(instruction.splitlines()) + "\n"
+
+        now = self.clock.now_ms()
+        agent_id = new_id("agent", now)
+        session_id = session_id or new_id("sess", now)
+        info = self.kernel.register(agent_type, role="agent", parent_pid=parent_pid, agent_id=agent_id,
+                                    session_id=session_id, agent_type=agent_type)
+        agent = RunningAgent(info, self.kernel, self.clock, output_limit=self.output_limit,
+                             sample_interval=self.sample_interval)
+        child_env = child_environment({
+            **kind.env, **extra_env,
+            "CORTEX_NODE_ID": self.kernel.node_id, "CORTEX_AGENT_ID": agent_id,
+            "CORTEX_SESSION_ID": session_id, "CORTEX_KERNEL_PID": str(info.pid),
+        })
+        try:
+            await agent._launch(argv, child_env, first_line, detach)
+        except BaseException:
+            self.kernel.finish(info.pid, "failed", None)
+            raise
+        info.os_pid = agent.os_pid
+        self._agents[agent_id] = agent
+        agent._supervisor = asyncio.create_task(agent._supervise(self._forget), name=f"agent {agent_id}")
+        log.info("agent %s (%s, kernel pid %s, os pid %s) started in session %s",
+                 agent_id, agent_type, info.pid, agent.os_pid, session_id)
+        return agent
+
+    def find_by_agent_id(self, agent_id: str) -> RunningAgent | None:
+        return self._agents.get(agent_id)
+
+    def find_by_session(self, session_id: str) -> list[RunningAgent]:
+        return [a for a in self._agents.values() if a.session_id == session_id]
+
+    def running(self) -> list[RunningAgent]:
+        return list(self._agents.values())
+
+    async def shutdown(self, grace: float = TERMINATE_GRACE_S) -> None:
+        """Terminate every live agent (the daemon is stopping)."""
+        await asyncio.gather(*(agent.terminate(grace) for agent in self.running()), return_exceptions=True)
+
+    def _forget(self, agent: RunningAgent) -> None:
+        self._agents.pop(agent.agent_id, None)

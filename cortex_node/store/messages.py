@@ -1,0 +1,53 @@
+"""``swarm_messages``: the forward_message inbox. A message waits here until an agent of its
+session (or the named agent) runs and it has been written to that agent's stdin."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cortex_node.contracts import format_ts
+from cortex_node.store.db import Store
+
+_COLS = "id, directive_id, session_id, agent_id, source_node_id, message, status, created_at, delivered_at"
+
+
+def _wire(r: Any) -> dict[str, Any]:
+    return {"id": r[0], "directiveId": r[1], "sessionId": r[2], "agentId": r[3], "sourceNodeId": r[4],
+            "message": json.loads(r[5]), "status": r[6], "createdAt": r[7], "deliveredAt": r[8]}
+
+
+class MessageRepo:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def add(self, *, directive_id: str, session_id: str | None, agent_id: str | None, source_node_id: str,
+                  message: Any, delivered: bool, now_ms: int) -> int:
+        ts = format_ts(now_ms)
+        cur = await self.store.db.execute(
+            f"INSERT INTO swarm_messages ({_COLS.split(', ', 1)[1]}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (directive_id, session_id, agent_id, source_node_id, json.dumps(message),
+             "delivered" if delivered else "queued", ts, ts if delivered else None),
+        )
+        return cur.lastrowid
+
+    async def queued_for(self, session_id: str | None, agent_id: str | None) -> list[dict[str, Any]]:
+        async with self.store.db.execute(
+            f"SELECT {_COLS} FROM swarm_messages WHERE status = 'queued' AND (session_id = ? OR agent_id = ?) ORDER BY id",
+            (session_id, agent_id),
+        ) as cur:
+            return [_wire(r) for r in await cur.fetchall()]
+
+    async def mark_delivered(self, message_id: int, now_ms: int) -> None:
+        await self.store.db.execute(
+            "UPDATE swarm_messages SET status = 'delivered', delivered_at = ? WHERE id = ?", (format_ts(now_ms), message_id)
+        )
+
+    async def list(self, session_id: str | None, limit: int) -> list[dict[str, Any]]:
+        if session_id is None:
+            sql, params = f"SELECT {_COLS} FROM swarm_messages ORDER BY id DESC LIMIT ?", (limit,)
+        else:
+            sql = f"SELECT {_COLS} FROM swarm_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?"
+            params = (session_id, limit)
+        async with self.store.db.execute(sql, params) as cur:
+            return [_wire(r) for r in await cur.fetchall()]

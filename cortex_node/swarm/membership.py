@@ -1,0 +1,263 @@
+"""Fleet membership over the swarm A2A extension: heartbeat fan-out and ingest, membership
+digests, leave on seal, remote control, and peer discovery with backoff.
+
+Each heartbeat goes to every known, non-sealed peer (bounded concurrency, short timeout) as the
+JSON-RPC method ``SwarmHeartbeat``. The receiver stamps its own receipt time, updates the
+sender's row, appends a snapshot and syncs the sender's remote-process view, then answers with
+its membership digest; the sender registers the peers it did not know, so discovery spreads in
+one round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from cortex_node.a2a.client import PeerUnreachable, normalize_base_url
+from cortex_node.a2a.errors import A2AError, InvalidParamsError
+from cortex_node.contracts import (
+    Lifecycle,
+    NodeMetrics,
+    NodeTier,
+    SwarmNodeRegistration,
+    WireError,
+    camel,
+    format_ts,
+    from_wire,
+    to_wire,
+)
+from cortex_node.store.snapshots import SNAPSHOT_FIELDS, Snapshot
+from cortex_node.swarm.remote_kernel import processes_from_wire
+
+if TYPE_CHECKING:
+    from cortex_node.swarm.coordinator import Coordinator
+
+log = logging.getLogger("cortex.membership")
+
+SWARM_EXTENSION_URI = "https://cortex-swarm.dev/a2a/extensions/swarm/v1"
+HEARTBEAT_METHOD = "SwarmHeartbeat"
+LEAVE_METHOD = "SwarmLeave"
+CONTROL_METHOD = "SwarmControl"
+FAN_OUT_CONCURRENCY = 32
+BACKOFF_MAX_S = 300.0
+CARD_REFRESH_S = 300.0
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class Membership:
+    def __init__(self, coordinator: "Coordinator") -> None:
+        self.c = coordinator
+        self._backoff: dict[str, _Backoff] = {}
+        self._card_checked: dict[str, float] = {}
+        self.beat_now = asyncio.Event()  # set when new peers should hear from us without waiting
+
+    def methods(self) -> dict[str, Any]:
+        return {HEARTBEAT_METHOD: self.on_heartbeat, LEAVE_METHOD: self.on_leave, CONTROL_METHOD: self.on_control}
+
+    # --- sending --------------------------------------------------------------------------------
+    def heartbeat_payload(self, metrics: NodeMetrics, snap: Snapshot) -> dict[str, Any]:
+        c = self.c
+        agents = [p for p in c.kernel.list() if p.role == "agent"]
+        return {
+            "node": to_wire(c.self_registration()), "lifecycle": c.lifecycle.value, "metrics": to_wire(metrics),
+            "counters": {camel(f): getattr(snap, f) for f in SNAPSHOT_FIELDS}, "processes": to_wire(agents),
+            "sentAt": format_ts(c.clock.now_ms()),
+        }
+
+    def peers(self) -> list:
+        return [r for r in self.c.registry.list() if not r.is_self and r.lifecycle is not Lifecycle.SEALED]
+
+    async def fan_out(self, payload: dict[str, Any]) -> None:
+        peers = self.peers()
+        if not peers:
+            return
+        timeout = max(0.2, min(5.0, self.c.settings.heartbeat_interval_ms / 1000))
+        limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+        async def one(row: Any) -> None:
+            async with limit:
+                try:
+                    digest = await self.c.transport.client.call(self._rpc_url(row), HEARTBEAT_METHOD, payload, timeout)
+                except (PeerUnreachable, A2AError) as exc:
+                    log.debug("heartbeat to %s (%s) failed: %s", row.name, row.id, exc)
+                    return
+                await self._learn(digest)
+
+        await asyncio.gather(*(one(r) for r in peers))
+
+    async def leave(self, reason: str) -> None:
+        """Tell every peer at once that we are sealed, so nobody waits for staleness."""
+        params = {"nodeId": self.c.node_id, "reason": reason}
+
+        async def one(row: Any) -> None:
+            try:
+                await self.c.transport.client.call(self._rpc_url(row), LEAVE_METHOD, params, 2.0)
+            except (PeerUnreachable, A2AError) as exc:
+                log.debug("leave notice to %s failed: %s", row.name, exc)
+
+        await asyncio.gather(*(one(r) for r in self.peers()))
+
+    async def _learn(self, digest: Any) -> None:
+        if not isinstance(digest, dict) or not isinstance(digest.get("members"), list):
+            return
+        fresh = False
+        for m in digest["members"]:
+            if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not isinstance(m.get("endpoint"), str):
+                continue
+            if m["id"] == self.c.node_id or m["id"] in self.c.registry.nodes:
+                continue
+            if self.c.registry.find_by_endpoint(m["endpoint"]) is not None:
+                continue  # a node we know at that address under another id: its own heartbeat decides
+            try:
+                tier = NodeTier(m.get("tier", "root"))
+            except ValueError:
+                tier = NodeTier.UNPRIVILEGED
+            await self.c.registry.register(SwarmNodeRegistration(
+                id=m["id"], name=str(m.get("name") or m["id"]), endpoint=normalize_base_url(m["endpoint"]),
+                a2a_endpoint=m.get("a2aEndpoint"), tier=tier, group_name=str(m.get("groupName") or "default")))
+            fresh = True
+        if fresh:
+            self.beat_now.set()
+
+    def _rpc_url(self, row: Any) -> str:
+        return row.a2a_endpoint or f"{row.endpoint}/a2a"
+
+    # --- receiving ------------------------------------------------------------------------------
+    async def on_heartbeat(self, params: dict[str, Any]) -> dict[str, Any]:
+        c = self.c
+        try:
+            reg = from_wire(SwarmNodeRegistration, params.get("node"), "node")
+            metrics = from_wire(NodeMetrics, params.get("metrics") or {}, "metrics")
+            lifecycle = Lifecycle.parse(params.get("lifecycle", "active"), "lifecycle")
+            counters = params.get("counters") or {}
+            if not isinstance(counters, dict):
+                raise ValueError("counters must be an object")
+            snap = Snapshot(**{f: _number(counters.get(camel(f), 0), camel(f)) for f in SNAPSHOT_FIELDS})
+            processes = processes_from_wire(params.get("processes") or [])
+        except (WireError, ValueError) as exc:
+            raise InvalidParamsError(f"malformed heartbeat: {exc}") from None
+        if not reg.id:
+            raise InvalidParamsError("malformed heartbeat: node.id is required")
+        if reg.id == c.node_id:
+            raise InvalidParamsError("a heartbeat that claims to come from this node itself; is a node id duplicated?")
+        reg.endpoint = normalize_base_url(reg.endpoint)
+        row = c.registry.nodes.get(reg.id)
+        if row is None or _changed(row, reg):
+            await c.registry.register(reg)
+        await c.registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
+        appeared = c.remote.sync_remote_resources(reg.id, processes)
+        for pid in appeared:
+            c.emit("process.started", {"pid": pid, "nodeId": reg.id})
+        return self.digest()
+
+    def digest(self) -> dict[str, Any]:
+        c = self.c
+        return {"nodeId": c.node_id, "members": [
+            {"id": r.id, "name": r.name, "endpoint": r.endpoint, "a2aEndpoint": r.a2a_endpoint,
+             "status": r.status.value, "groupName": r.group_name, "tier": r.tier.value}
+            for r in c.registry.list()]}
+
+    async def on_leave(self, params: dict[str, Any]) -> dict[str, Any]:
+        node_id = params.get("nodeId")
+        if not isinstance(node_id, str) or node_id not in self.c.registry.nodes or node_id == self.c.node_id:
+            raise InvalidParamsError("SwarmLeave needs the nodeId of a known peer")
+        reason = params.get("reason") if isinstance(params.get("reason"), str) else "sealed"
+        await self.c.registry.set_lifecycle(node_id, Lifecycle.SEALED, f"left the swarm: {reason}"[:200])
+        self.c.remote.mark_node_unknown(node_id)
+        return {"ok": True}
+
+    async def on_control(self, params: dict[str, Any]) -> dict[str, Any]:
+        action = params.get("action")
+        if action not in ("drain", "undrain", "seal"):
+            raise InvalidParamsError(f"SwarmControl action must be drain, undrain or seal; got {action!r}")
+        reason = params.get("reason", "remote operator")
+        if not isinstance(reason, str) or len(reason) > 200:
+            raise InvalidParamsError("SwarmControl reason must be a string of at most 200 characters")
+        try:
+            node = await getattr(self.c, action)(reason)
+        except RuntimeError as exc:
+            raise InvalidParamsError(str(exc)) from None
+        return to_wire(node)
+
+    # --- discovery ------------------------------------------------------------------------------
+    async def discover_peers(self, endpoints: Iterable[str] = ()) -> list[str]:
+        """Three phases: explicit endpoints, configured seeds, then a refresh of the cards of nodes
+        already known. Unreachable peers are skipped and retried with backoff. Returns the ids of
+        nodes that were new."""
+        c = self.c
+        own = normalize_base_url(c.settings.public_url)
+        now = c.clock.monotonic()
+        explicit = [normalize_base_url(u) for u in endpoints]
+        seeds = [normalize_base_url(u) for u in c.settings.seed_nodes]
+        known = [r.endpoint for r in c.registry.list()
+                 if not r.is_self and now - self._card_checked.get(r.endpoint, -1e9) > CARD_REFRESH_S]
+        found: list[str] = []
+        for url in dict.fromkeys(explicit + seeds + known):
+            if url == own:
+                continue
+            backoff = self._backoff.get(url)
+            if backoff is not None and now < backoff.next_try:
+                continue
+            try:
+                card = await c.transport.fetch_remote_agent_card(url, fresh=True)
+                reg = registration_from_card(card, url)
+            except (PeerUnreachable, A2AError, LookupError) as exc:
+                b = self._backoff.setdefault(url, _Backoff())
+                b.failures += 1
+                delay = min(BACKOFF_MAX_S, (c.settings.heartbeat_interval_ms / 1000) * 2 ** (b.failures - 1))
+                b.next_try = now + delay
+                log.info("peer %s not reachable (%s); next try in %.0f s", url, exc, delay)
+                continue
+            self._backoff.pop(url, None)
+            self._card_checked[url] = now
+            if reg.id == c.node_id:
+                continue
+            if reg.id not in c.registry.nodes:
+                # a known node's heartbeats keep its row current; a card only introduces a node
+                # (or a new identity at a known address, which supersedes the old row)
+                found.append(reg.id)
+                await c.registry.register(reg)
+        if found:
+            self.beat_now.set()
+        return found
+
+
+def registration_from_card(card: dict[str, Any], base_url: str) -> SwarmNodeRegistration:
+    """A peer as its agent card describes it; the swarm extension carries its id, group and tier."""
+    params: dict[str, Any] = {}
+    for ext in (card.get("capabilities") or {}).get("extensions") or []:
+        if isinstance(ext, dict) and ext.get("uri") == SWARM_EXTENSION_URI:
+            params = ext.get("params") or {}
+    node_id = params.get("nodeId")
+    if not isinstance(node_id, str) or not node_id:
+        raise LookupError(f"{base_url} is an A2A agent but not a cortex-node (no swarm extension in its card)")
+    try:
+        tier = NodeTier(params.get("tier", "root"))
+    except ValueError:
+        tier = NodeTier.UNPRIVILEGED
+    return SwarmNodeRegistration(
+        id=node_id, name=str(card.get("name") or node_id), endpoint=base_url, a2a_endpoint=f"{base_url}/a2a",
+        tier=tier, version=str(card.get("version") or ""), group_name=str(params.get("group") or "default"),
+    )
+
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"counters.{name} must be a number")
+    return value
+
+
+def _changed(row: Any, reg: SwarmNodeRegistration) -> bool:
+    return (row.endpoint != reg.endpoint or row.name != reg.name or row.tier is not reg.tier
+            or row.group_name != reg.group_name or row.version != reg.version or row.labels != reg.labels
+            or row.capabilities != reg.capabilities
+            or (reg.boot_id is not None and row.boot_id != reg.boot_id)
+            or (reg.a2a_endpoint is not None and row.a2a_endpoint != reg.a2a_endpoint))
