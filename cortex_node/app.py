@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cortex_node.api.http import error_middleware, make_auth_middleware
+from cortex_node.api.http import error_middleware, make_auth_middleware, make_rate_limit_middleware
 from cortex_node.api.routes import COORDINATOR, routes
 from cortex_node.clock import Clock, SystemClock
 from cortex_node.config import NodeSettings, check_bind_policy
@@ -43,10 +43,13 @@ class StartupError(Exception):
 
 
 def build_app(coordinator: Coordinator) -> web.Application:
-    app = web.Application(
-        client_max_size=MAX_BODY_BYTES,
-        middlewares=[error_middleware, make_auth_middleware(coordinator.settings.token)],
-    )
+    settings = coordinator.settings
+    middlewares = [error_middleware]
+    if settings.rate_limit_per_s > 0:
+        middlewares.append(make_rate_limit_middleware(settings.rate_limit_per_s, 2 * settings.rate_limit_per_s,
+                                                      coordinator.clock.monotonic))
+    middlewares.append(make_auth_middleware(settings.token))
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[COORDINATOR] = coordinator
     app["max_body"] = MAX_BODY_BYTES
     app.add_routes(routes)

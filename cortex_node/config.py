@@ -47,6 +47,7 @@ class NodeSettings:
     tools: dict[str, Any] = field(default_factory=dict)
     allowed_commands: tuple[str, ...] = ()
     max_workers: int = 8
+    rate_limit_per_s: float = 1000.0  # per client address; 0 turns the limit off
     config_path: Path | None = None
 
     @property
@@ -189,6 +190,17 @@ def _workers(v: Any) -> int:
     return v
 
 
+def _rate(v: Any) -> float:
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError("a number of requests per second >= 0 (0 turns the limit off)") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < 0 or v > 1e9:
+        raise ValueError("a number of requests per second >= 0 (0 turns the limit off)")
+    return float(v)
+
+
 # config key -> (settings field, check, environment variable)
 KEYS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "name": ("name", _name, "CORTEX_SWARM_NAME"),
@@ -209,6 +221,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any], str | None]] = {
     "tools": ("tools", _obj, None),
     "allowedCommands": ("allowed_commands", _strs, None),
     "maxWorkers": ("max_workers", _workers, "CORTEX_SWARM_MAX_WORKERS"),
+    "rateLimitPerSecond": ("rate_limit_per_s", _rate, "CORTEX_SWARM_RATE_LIMIT"),
 }
 
 

@@ -131,3 +131,58 @@ async def read_json_object(request: web.Request, *, optional: bool = False) -> d
     if not isinstance(doc, dict):
         raise ApiError(400, "request body must be a JSON object")
     return doc
+
+
+# --- per-client request limits --------------------------------------------------------------------
+# Membership traffic is never throttled: a node flooded by one client must still hear its peers.
+RATE_EXEMPT_PATHS = ("/healthz", "/.well-known/")
+RATE_EXEMPT_METHODS = ("SwarmHeartbeat", "SwarmLeave")
+MAX_TRACKED_CLIENTS = 10_000
+
+
+class TokenBucket:
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+def make_rate_limit_middleware(rate_per_s: float, burst: float, monotonic: Callable[[], float]) -> Callable:
+    """A token bucket per client address; an empty bucket answers 429 with Retry-After."""
+    buckets: dict[str, TokenBucket] = {}
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(RATE_EXEMPT_PATHS):
+            return await handler(request)
+        client = request.remote or "unknown"
+        now = monotonic()
+        bucket = buckets.get(client)
+        if bucket is None:
+            if len(buckets) >= MAX_TRACKED_CLIENTS:
+                buckets.pop(next(iter(buckets)))  # the oldest client first: memory stays bounded
+            bucket = buckets[client] = TokenBucket(burst, now)
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.stamp) * rate_per_s)
+        bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return await handler(request)
+        if request.path == "/a2a" and await _is_membership_call(request):
+            return await handler(request)
+        wait_s = max(1, int((1 - bucket.tokens) / rate_per_s + 0.999))
+        resp = error_body(429, f"too many requests from {client}: the limit is {rate_per_s:g} per second "
+                               f"(burst {burst:g}); retry in {wait_s} s")
+        resp.headers["Retry-After"] = str(wait_s)
+        return resp
+
+    return rate_limit
+
+
+async def _is_membership_call(request: web.Request) -> bool:
+    """Only looked at when a client is over its limit (the body is cached for the handler)."""
+    try:
+        doc = json.loads(await request.read())
+    except (ValueError, RecursionError, web.HTTPException):
+        return False
+    return isinstance(doc, dict) and doc.get("method") in RATE_EXEMPT_METHODS

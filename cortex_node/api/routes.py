@@ -21,7 +21,6 @@ from cortex_node.api.metrics import prometheus_text
 from cortex_node.api.openapi import openapi_document
 from cortex_node.swarm.coordinator import ONLINE_STATUSES, Coordinator
 from cortex_node.swarm.directive_handler import check_state_key
-from cortex_node.swarm.node_registry import UnknownNode
 from cortex_node.swarm.transport import MAX_TTL_MS
 
 COORDINATOR = web.AppKey("coordinator", Coordinator)
@@ -117,34 +116,19 @@ async def list_directives(request: web.Request) -> web.Response:
     return json_response({"directives": await _coord(request).list_directives(status, limit)})
 
 
-async def _control(request: web.Request, action: str) -> web.Response:
-    body = await read_json_object(request, optional=True)
-    reason = body.get("reason", "operator")
-    if not isinstance(reason, str) or len(reason) > 200:
-        raise ApiError(400, "'reason' must be a string of at most 200 characters")
-    c = _coord(request)
-    try:
-        node = await getattr(c, action)(reason)
-    except RuntimeError as exc:
-        raise ApiError(409, str(exc)) from None
-    except UnknownNode:  # pragma: no cover - the local node is always registered
-        raise ApiError(404, "the local node is not registered") from None
-    return json_response(node, status=202 if action == "seal" else 200)
-
-
 @routes.post("/api/swarm/drain")
 async def drain(request: web.Request) -> web.Response:
-    return await _control(request, "drain")
+    return await _control(request, "drain", _coord(request).node_id)
 
 
 @routes.post("/api/swarm/undrain")
 async def undrain(request: web.Request) -> web.Response:
-    return await _control(request, "undrain")
+    return await _control(request, "undrain", _coord(request).node_id)
 
 
 @routes.post("/api/swarm/seal")
 async def seal(request: web.Request) -> web.Response:
-    return await _control(request, "seal")
+    return await _control(request, "seal", _coord(request).node_id)
 
 
 # --- directives ---------------------------------------------------------------------------------
@@ -258,34 +242,43 @@ async def put_state(request: web.Request) -> web.Response:
 
 
 # --- remote control, the change feed, Prometheus ------------------------------------------------
-async def _control_node(request: web.Request, action: str) -> web.Response:
+async def _control(request: web.Request, action: str, node_id: str) -> web.Response:
+    """drain / undrain / seal of this node or, by id, of any peer (forwarded over A2A)."""
     body = await read_json_object(request, optional=True)
+    unknown = sorted(set(body) - {"reason", "deadlineSeconds"})
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: reason, deadlineSeconds")
     reason = body.get("reason", "operator")
     if not isinstance(reason, str) or len(reason) > 200:
         raise ApiError(400, "'reason' must be a string of at most 200 characters")
-    node_id = request.match_info["node_id"]
+    deadline = body.get("deadlineSeconds")
+    if deadline is not None and (action != "drain" or isinstance(deadline, bool)
+                                 or not isinstance(deadline, (int, float)) or not 0 <= deadline <= 86_400):
+        raise ApiError(400, "'deadlineSeconds' is for drain only: a number of seconds from 0 to 86400")
     try:
-        node = await _coord(request).control_node(node_id, action, reason)
+        node = await _coord(request).control_node(node_id, action, reason, deadline)
     except LookupError as exc:
         raise ApiError(404, str(exc)) from None
+    except PermissionError as exc:
+        raise ApiError(409, str(exc)) from None
     except RuntimeError as exc:
-        raise ApiError(502 if "failed" in str(exc) else 409, str(exc)) from None
+        raise ApiError(502, str(exc)) from None
     return json_response(node, status=202 if action == "seal" else 200)
 
 
 @routes.post("/api/swarm/nodes/{node_id}/drain")
 async def drain_node(request: web.Request) -> web.Response:
-    return await _control_node(request, "drain")
+    return await _control(request, "drain", request.match_info["node_id"])
 
 
 @routes.post("/api/swarm/nodes/{node_id}/undrain")
 async def undrain_node(request: web.Request) -> web.Response:
-    return await _control_node(request, "undrain")
+    return await _control(request, "undrain", request.match_info["node_id"])
 
 
 @routes.post("/api/swarm/nodes/{node_id}/seal")
 async def seal_node(request: web.Request) -> web.Response:
-    return await _control_node(request, "seal")
+    return await _control(request, "seal", request.match_info["node_id"])
 
 
 @routes.get("/api/swarm/events")

@@ -154,37 +154,49 @@ def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_tas
         raise typer.Exit(1)
 
 
-def _control(action: str, url: Optional[str], token: Optional[str], reason: str, as_json: bool) -> None:
-    doc = call(client(url, token).post, f"/api/swarm/{action}", {"reason": reason})
+def _control(action: str, url: Optional[str], token: Optional[str], reason: str, as_json: bool,
+             node: Optional[str] = None, deadline: Optional[float] = None) -> None:
+    body: dict[str, Any] = {"reason": reason}
+    if deadline is not None:
+        body["deadlineSeconds"] = deadline
+    path = f"/api/swarm/nodes/{node}/{action}" if node else f"/api/swarm/{action}"
+    doc = call(client(url, token).post, path, body)
     if as_json:
         return emit_json(doc)
     render.control_result(action, doc)
 
 
-@swarm.command("drain", help="Drain the node: it takes no new work and finishes what it has.\n\n"
-               "Example: cortex swarm drain --reason 'kernel upgrade'")
-def drain_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+NODE_HELP = "Act on this node (id) through the node at --url [default: the node at --url itself]"
+
+
+@swarm.command("drain", help="Drain a node: it takes no new work and finishes what it has.\n\n"
+               "Example: cortex swarm drain --node node_mwx2k1_ab3cd --deadline 300 --reason 'kernel upgrade'")
+def drain_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
+              deadline: Optional[float] = typer.Option(None, "--deadline", help="Cancel what still runs after this many seconds"),
+              url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
               token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
               reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
               as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
-    _control("drain", url, token, reason, as_json)
+    _control("drain", url, token, reason, as_json, node, deadline)
 
 
 @swarm.command("undrain", help="Let a drained node take work again.\n\nExample: cortex swarm undrain")
-def undrain_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+def undrain_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
+                url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
                 token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
                 reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
                 as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
-    _control("undrain", url, token, reason, as_json)
+    _control("undrain", url, token, reason, as_json, node)
 
 
 @swarm.command("seal", help="Seal the node: stop its heartbeat, finish in-flight work, and stop the daemon (exit 0).\n\n"
                "Example: cortex swarm seal --url http://127.0.0.1:4221")
-def seal_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+def seal_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
+             url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
              token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
              reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
              as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
-    _control("seal", url, token, reason, as_json)
+    _control("seal", url, token, reason, as_json, node)
 
 
 @swarm.command("init", help="Save this machine's node settings to the config file and start the node.\n\n"

@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import math
-import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -50,7 +49,7 @@ SAMPLE_INTERVAL_S = 1.0
 FIRST_SAMPLE_S = 0.05  # the interval starts here and doubles up to SAMPLE_INTERVAL_S
 TERMINATE_GRACE_S = 2.0
 STDERR_LIMIT = 16 * 1024
-MAX_PENDING_LINE = 64 * 1024  # an unfinished line longer than this cannot be a usage line
+MAX_PENDING_LINE = 64 * 1024  # longer unfinished lines pass as output (usage lines are far shorter)
 TRUNCATION_MARKER = "\n[output truncated by cortex-node: {dropped} more bytes]\n"
 AGENT_TYPE_KEYS = ("argv", "unprivileged", "env")
 USAGE_FIELDS = (("tokensIn", "tokens_in", int), ("tokensOut", "tokens_out", int),
@@ -124,7 +123,7 @@ class AgentOutcome:
     exit_code: int  # negative: the signal that ended it
     output: str  # stdout without usage lines, capped (a marker says so)
     truncated: bool
-    stderr: str  # its tail is the best error message a failed agent leaves
+    stderr: str  # the first STDERR_LIMIT bytes: how a failed agent explains itself
     metrics: AgentMetrics
 
 
@@ -152,7 +151,7 @@ class AgentStdout:
     """Splits stdout into lines: usage lines go to ``on_usage``, the rest into the capped output."""
 
     def __init__(self, limit: int, on_usage: Callable[[dict], None]) -> None:
-        self.output = CappedBuffer(limit)
+        self._output = CappedBuffer(limit)
         self._on_usage = on_usage
         self._line = bytearray()
         self._in_long_line = False  # the rest of a line already passed on as output
@@ -171,14 +170,14 @@ class AgentStdout:
 
     def _take(self, piece: bytes, *, complete: bool) -> None:
         if self._in_long_line:
-            self.output.add(piece)
+            self._output.add(piece)
             self._in_long_line = not complete
             return
         self._line += piece
         if complete:
             self._emit()
         elif len(self._line) > MAX_PENDING_LINE:  # keep memory bounded on output without newlines
-            self.output.add(bytes(self._line))
+            self._output.add(bytes(self._line))
             self._line.clear()
             self._in_long_line = True
 
@@ -187,14 +186,18 @@ class AgentStdout:
         self._line.clear()
         usage = parse_usage_line(line)
         if usage is None:
-            self.output.add(line)
+            self._output.add(line)
         else:
             self._on_usage(usage)
 
+    @property
+    def truncated(self) -> bool:
+        return self._output.truncated
+
     def text(self) -> str:
-        text = self.output.text()
-        if self.output.truncated:
-            text += TRUNCATION_MARKER.format(dropped=self.output.dropped)
+        text = self._output.text()
+        if self._output.truncated:
+            text += TRUNCATION_MARKER.format(dropped=self._output.dropped)
         return text
 
 
@@ -207,7 +210,7 @@ class RunningAgent:
         self.agent_id: str = info.agent_id
         self.session_id: str = info.session_id
         self.agent_type: str = info.agent_type
-        self.os_pid = 0  # set by _launch
+        self.os_pid = 0  # set by _start
         self._info = info
         self._kernel = kernel
         self._clock = clock
@@ -240,8 +243,9 @@ class RunningAgent:
         return await asyncio.shield(self._done)
 
     async def send_message(self, message: dict) -> bool:
-        """Write ``message`` as one JSON line on its stdin. False when it no longer runs or takes
-        no messages (an attached agent's stdin closes after the instruction)."""
+        """Write ``message`` as one JSON line on its stdin, waiting while the pipe is full (bound
+        the wait if the agent may not read). False when it no longer runs or takes no messages
+        (an attached agent's stdin closes after the instruction)."""
         line = json.dumps(message, ensure_ascii=False, separators=(",", ":")) + "\n"
         return await self._child.write(line.encode())
 
@@ -249,16 +253,18 @@ class RunningAgent:
         """Close its stdin: an agent that reads messages finishes when it sees end-of-file."""
         self._child.close_stdin()
 
-    async def _launch(self, argv: list[str], env: dict[str, str], first_line: str | None, detach: bool) -> None:
+    async def _start(self, argv: list[str], env: dict[str, str], first_line: str | None, detach: bool,
+                     on_finished: Callable[[RunningAgent], None]) -> None:
         self._child = await ChildProcess.start(
             argv, cwd=None, env=env, on_stdout=self._stdout.feed, on_stderr=self._stderr.add,
             with_stdin=first_line is not None or detach,
         )
-        self.os_pid = self._child.pid
+        self.os_pid = self._info.os_pid = self._child.pid
         if first_line is not None:
             self._child.write_nowait(first_line.encode())
         if not detach:
             self._child.close_stdin()
+        self._supervisor = asyncio.create_task(self._supervise(on_finished), name=f"agent {self.agent_id}")
 
     async def _supervise(self, on_finished: Callable[[RunningAgent], None]) -> None:
         sampler = asyncio.create_task(self._sample_while_running())
@@ -275,11 +281,11 @@ class RunningAgent:
             sampler.cancel()
             on_finished(self)
 
-    def _finish(self, status: ExitStatus) -> None:
+    def _finish(self, exit_status: ExitStatus) -> None:
         self._stdout.close()
-        self._kernel.set_process_sample(self.pid, status.cpu_ms, 0.0)  # cpu only: memory peaks come from samples
-        word = "killed" if self._terminated else "exited" if status.exit_code == 0 else "failed"
-        self._kernel.finish(self.pid, word, status.exit_code)
+        self._kernel.set_process_sample(self.pid, exit_status.cpu_ms, 0.0)  # cpu only: memory peaks come from samples
+        status = "killed" if self._terminated else "exited" if exit_status.exit_code == 0 else "failed"
+        self._kernel.finish(self.pid, status, exit_status.exit_code)
         r = self._info.resources
         metrics = AgentMetrics(
             tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost_usd=r.cost_usd, tool_calls=r.tool_calls,
@@ -287,8 +293,8 @@ class RunningAgent:
             cpu_ms=round(r.cpu_ms, 1), peak_memory_mb=round(r.peak_memory_mb, 1),
         )
         self._done.set_result(AgentOutcome(
-            status=word, exit_code=status.exit_code, output=self._stdout.text(),
-            truncated=self._stdout.output.truncated, stderr=self._stderr.text(), metrics=metrics,
+            status=status, exit_code=exit_status.exit_code, output=self._stdout.text(),
+            truncated=self._stdout.truncated, stderr=self._stderr.text(), metrics=metrics,
         ))
 
     async def _sample_while_running(self) -> None:
@@ -353,24 +359,24 @@ class AgentRuntime:
         """Start an agent. A detached one keeps its stdin open for send_message; an attached one
         gets end-of-file after its instruction. Raises UnknownAgentType, NotPermitted,
         ValueError (bad arguments) or ProcessStartError."""
-        kind = self.types.get(agent_type)
-        if kind is None:
+        conf = self.types.get(agent_type)
+        if conf is None:
             raise UnknownAgentType(f"unknown agent type {agent_type!r}; this node runs: {', '.join(sorted(self.types))}")
         if not isinstance(instruction, str):
             raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             raise ValueError(f"sessionId must be a non-empty string, got {session_id!r}")
         extra_env = parse_env(env or {})
-        check_spawn(self.tier, kind, extra_env)
+        check_spawn(self.tier, conf, extra_env)
         if parent_pid not in self.kernel.processes:
             raise ValueError(f"parent pid {parent_pid} is not in this node's process table")
-        if kind.instruction_in_argv:
+        if conf.instruction_in_argv:
             if "\0" in instruction:
                 raise ValueError("the instruction contains a NUL character, which cannot travel in argv")
-            argv = [fill_placeholders(arg, {"instruction": instruction}) for arg in kind.argv]
+            argv = [fill_placeholders(arg, {"instruction": instruction}) for arg in conf.argv]
             first_line = None
         else:
-            argv = list(kind.argv)
+            argv = list(conf.argv)
             first_line = " ".join(instruction.splitlines()) + "\n"
 
         now = self.clock.now_ms()
@@ -381,18 +387,16 @@ class AgentRuntime:
         agent = RunningAgent(info, self.kernel, self.clock, output_limit=self.output_limit,
                              sample_interval=self.sample_interval)
         child_env = child_environment({
-            **kind.env, **extra_env,
+            **conf.env, **extra_env,
             "CORTEX_NODE_ID": self.kernel.node_id, "CORTEX_AGENT_ID": agent_id,
             "CORTEX_SESSION_ID": session_id, "CORTEX_KERNEL_PID": str(info.pid),
         })
         try:
-            await agent._launch(argv, child_env, first_line, detach)
+            await agent._start(argv, child_env, first_line, detach, on_finished=self._forget)
         except BaseException:
             self.kernel.finish(info.pid, "failed", None)
             raise
-        info.os_pid = agent.os_pid
         self._agents[agent_id] = agent
-        agent._supervisor = asyncio.create_task(agent._supervise(self._forget), name=f"agent {agent_id}")
         log.info("agent %s (%s, kernel pid %s, os pid %s) started in session %s",
                  agent_id, agent_type, info.pid, agent.os_pid, session_id)
         return agent
@@ -408,6 +412,7 @@ class AgentRuntime:
 
     async def shutdown(self, grace: float = TERMINATE_GRACE_S) -> None:
         """Terminate every live agent (the daemon is stopping)."""
+        # a supervision failure was logged where it happened; the others must still be stopped
         await asyncio.gather(*(agent.terminate(grace) for agent in self.running()), return_exceptions=True)
 
     def _forget(self, agent: RunningAgent) -> None:

@@ -7,7 +7,7 @@ the spec before run_command.
 
 The process leads a new session, so one killpg reaches everything it started: on a timeout, on
 cancellation, and for whatever it leaves behind when it exits (stragglers would otherwise keep
-its pipes open and outlive the task).
+its pipes open and outlive the task). ChildProcess, which does this, also runs the agents.
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ class CommandSpec:
     @property
     def shell(self) -> bool:
         return self.shell_script is not None
-
-    def describe(self) -> str:
-        return self.shell_script if self.shell_script is not None else shlex.join(self.argv)
 
 
 @dataclass

@@ -113,6 +113,7 @@ class Coordinator:
         )
         self.a2a = A2AServer(self.handler, self.card_info, clock)
         self._inflight: dict[str, asyncio.Task] = {}
+        self._drain_deadline: asyncio.Task | None = None
 
     # --- start and stop -------------------------------------------------------------------------
     async def start(self) -> SwarmNode:
@@ -434,29 +435,50 @@ class Coordinator:
         self.emit("process.started", {"pid": local.pid, "nodeId": d.target_node_id})
 
     # --- control --------------------------------------------------------------------------------
-    async def control_node(self, node_id: str, action: str, reason: str) -> SwarmNode | dict[str, Any]:
+    async def control_node(self, node_id: str, action: str, reason: str,
+                           deadline_s: float | None = None) -> SwarmNode | dict[str, Any]:
         """drain / undrain / seal of any node: ours directly, a peer's over A2A (it checks the
-        swarm token like every call). Raises LookupError for an unknown node, RuntimeError when
-        the peer refuses or cannot be reached."""
+        swarm token like every call). Raises LookupError for an unknown node, PermissionError
+        when the action is not possible now, RuntimeError when the peer cannot be reached."""
         if node_id == self.node_id:
+            if action == "drain":
+                return await self.drain(reason, deadline_s)
             return await getattr(self, action)(reason)
         row = self.registry.nodes.get(node_id)
         if row is None:
-            raise LookupError(f"no node with id {node_id!r}")
+            raise LookupError(f"no node with id {node_id!r}; list them with GET /api/swarm/nodes")
+        params: dict[str, Any] = {"action": action, "reason": reason}
+        if deadline_s is not None:
+            params["deadlineSeconds"] = deadline_s
         try:
             return await self.transport.client.call(row.a2a_endpoint or f"{row.endpoint}/a2a", CONTROL_METHOD,
-                                                    {"action": action, "reason": reason}, timeout=10.0)
-        except (PeerUnreachable, A2AError) as exc:
+                                                    params, timeout=10.0)
+        except A2AError as exc:
+            raise PermissionError(f"{row.name} ({node_id}) refused to {action}: {exc.message}") from None
+        except PeerUnreachable as exc:
             raise RuntimeError(f"{action} of {row.name} ({node_id}) failed: {exc}") from None
 
-    async def drain(self, reason: str = "operator") -> SwarmNode:
+    async def drain(self, reason: str = "operator", deadline_s: float | None = None) -> SwarmNode:
+        """No new work; in-flight work finishes. With a deadline, what still runs then is cancelled."""
+        if self.lifecycle is Lifecycle.SEALED:
+            raise PermissionError("the node is sealed; it is shutting down")
         row = await self.registry.set_lifecycle(self.node_id, Lifecycle.DRAINING, reason)
         self.membership.beat_now.set()  # peers learn it now, not at the next interval
+        if deadline_s is not None:
+            if self._drain_deadline is not None:
+                self._drain_deadline.cancel()
+            self._drain_deadline = asyncio.create_task(self._cancel_at_drain_deadline(deadline_s))
         return self.registry.to_wire(row)
+
+    async def _cancel_at_drain_deadline(self, deadline_s: float) -> None:
+        await self.clock.sleep(deadline_s)
+        if self.lifecycle is Lifecycle.DRAINING:
+            cancelled = await self.handler.cancel_all(f"cancelled at the drain deadline ({deadline_s:g} s)")
+            log.info("drain deadline reached: %d directive(s) cancelled", cancelled)
 
     async def undrain(self, reason: str = "operator") -> SwarmNode:
         if self.lifecycle is Lifecycle.SEALED:
-            raise RuntimeError("the node is sealed; it is shutting down")
+            raise PermissionError("the node is sealed; it is shutting down")
         row = await self.registry.set_lifecycle(self.node_id, Lifecycle.ACTIVE, reason)
         self.membership.beat_now.set()
         return self.registry.to_wire(row)

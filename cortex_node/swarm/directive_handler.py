@@ -72,6 +72,7 @@ class _Job:
     received_ms: int = field(compare=False)
     runner: asyncio.Task | None = field(default=None, compare=False)
     cancelled: bool = field(default=False, compare=False)
+    cancel_reason: str = field(default="cancelled by the dispatcher", compare=False)
 
 
 class DirectiveHandler:
@@ -126,6 +127,15 @@ class DirectiveHandler:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         await self.agents.shutdown(grace=2.0)
+
+    async def cancel_all(self, why: str) -> int:
+        """Cancel everything queued or running (the drain deadline); returns how many."""
+        jobs = list(self.jobs.values())
+        for job in jobs:
+            await self._cancel_job(job, why)
+        for job in jobs:
+            await job.handle.wait_terminal(timeout=10)
+        return len(jobs)
 
     def queue_figures(self) -> dict[str, int]:
         return {"queued": self.queue.qsize(), "running": self.running, "workers": self.settings.max_workers}
@@ -425,13 +435,15 @@ class DirectiveHandler:
         if job.cancelled:
             return
         job.cancelled = True
+        job.cancel_reason = why
         if job.runner is not None and not job.runner.done():
             job.runner.cancel()  # the worker records the cancellation when the kind has cleaned up
         else:
             self.jobs.pop(job.directive.directive_id, None)
             await self._finish_cancelled(job, why)
 
-    async def _finish_cancelled(self, job: _Job, why: str = "cancelled by the dispatcher") -> None:
+    async def _finish_cancelled(self, job: _Job, why: str | None = None) -> None:
+        why = why or job.cancel_reason
         await self._record(job.directive, job.handle, SwarmDirectiveResult(
             job.directive.directive_id, self.node_id, DirectiveResultStatus.CANCELLED, error=why,
             completed_at=format_ts(self.clock.now_ms())))

@@ -180,9 +180,12 @@ class Membership:
         reason = params.get("reason", "remote operator")
         if not isinstance(reason, str) or len(reason) > 200:
             raise InvalidParamsError("SwarmControl reason must be a string of at most 200 characters")
+        deadline = params.get("deadlineSeconds")
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))):
+            raise InvalidParamsError("SwarmControl deadlineSeconds must be a number")
         try:
-            node = await getattr(self.c, action)(reason)
-        except RuntimeError as exc:
+            node = await self.c.control_node(self.c.node_id, action, reason, deadline)
+        except PermissionError as exc:
             raise InvalidParamsError(str(exc)) from None
         return to_wire(node)
 

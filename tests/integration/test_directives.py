@@ -213,3 +213,49 @@ def test_get_and_cancel_directive(pair) -> None:
     assert got["status"] == "cancelled"
     assert a.get(f"/api/swarm/directives/{doc['directiveId']}")[1]["status"] == "cancelled"
     assert a.get("/api/swarm/directives/dir_nope")[0] == 404
+
+
+def test_draining_rejects_new_work_and_the_deadline_cancels_what_runs(node_factory) -> None:
+    a = node_factory("d-a", *FAST)
+    b = node_factory("d-b", *FAST)
+    long = a.post("/api/swarm/directives", {"targetEndpoint": b.url, "kind": "execute_task",
+                                            "payload": {"command": ["sleep", "30"]}, "wait": False})[1]
+    wait_for(lambda: b.get("/healthz")[1]["queue"]["running"] == 1, what="the long task to run")
+    status, node = b.post("/api/swarm/drain", {"reason": "maintenance", "deadlineSeconds": 0.5})
+    assert status == 200 and node["status"] == "draining"
+    refused = a.post("/api/swarm/directives", {"targetNodeId": b.node_id, "kind": "execute_task",
+                                               "payload": {"command": ["true"]}})[1]
+    assert refused["status"] == "failed" and "node_draining" in refused["error"]
+    served = a.post("/api/swarm/directives", {"targetNodeId": b.node_id, "kind": "query_resources"})[1]
+    assert served["status"] == "completed"
+    sent = wait_for(lambda: (r := a.get(f"/api/swarm/directives/{long['directiveId']}")[1])["status"] != "dispatched" and r,
+                    what="the long task to end at the deadline")
+    assert sent["status"] == "cancelled" and "drain deadline" in (row(b, long["directiveId"], "inbound")["error"] or "")
+    assert b.post("/api/swarm/drain", {"deadlineSeconds": "soon"})[0] == 400
+
+
+def test_unprivileged_node_refuses_execute_task_and_nothing_runs(node_factory, tmp_path: Path) -> None:
+    a = node_factory("u-a", *FAST)
+    b = node_factory("u-b", *FAST, "--tier", "unprivileged")
+    marker = tmp_path / "ran"
+    doc = a.post("/api/swarm/directives", {"targetEndpoint": b.url, "kind": "execute_task",
+                                           "payload": {"command": ["touch", str(marker)]}})[1]
+    assert doc["status"] == "failed" and "not_permitted" in doc["error"] and not marker.exists()
+    echo = a.post("/api/swarm/directives", {"targetNodeId": b.node_id, "kind": "spawn_agent",
+                                            "payload": {"agentType": "echo", "instruction": "safe"}})[1]
+    assert echo["status"] == "completed"  # built-in agents are marked safe
+
+
+def test_a_flood_gets_429_while_heartbeats_still_land(node_factory, tmp_path: Path) -> None:
+    cfg = tmp_path / "limits.json"
+    cfg.write_text(json.dumps({"swarm": {"rateLimitPerSecond": 5}}))
+    n = node_factory("limited", *FAST, "--config", str(cfg))
+    statuses = [http("GET", n.url + "/api/swarm/nodes") for _ in range(40)]
+    limited = [s for s in statuses if s[0] == 429]
+    assert limited and "too many requests" in limited[0][1]["error"]["message"]
+    assert all(http("GET", n.url + "/healthz")[0] == 200 for _ in range(20))  # health is never throttled
+    beat = {"jsonrpc": "2.0", "id": 1, "method": "SwarmHeartbeat", "params": {
+        "node": {"id": "node_fake_peer1", "name": "fake", "endpoint": "http://127.0.0.1:9"}, "lifecycle": "active",
+        "metrics": {}, "counters": {}, "processes": []}}
+    status, answer = http("POST", n.url + "/a2a", beat, headers={"A2A-Version": "1.0"})
+    assert status == 200 and answer["result"]["nodeId"] == n.node_id
