@@ -361,7 +361,8 @@ class AgentRuntime:
         ValueError (bad arguments) or ProcessStartError."""
         conf = self.types.get(agent_type)
         if conf is None:
-            raise UnknownAgentType(f"unknown agent type {agent_type!r}; this node runs: {', '.join(sorted(self.types))}")
+            known = ", ".join(sorted(self.types))
+            raise UnknownAgentType(f"unknown agent type {agent_type!r}; this node runs: {known}")
         if not isinstance(instruction, str):
             raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
         if session_id is not None and (not isinstance(session_id, str) or not session_id):

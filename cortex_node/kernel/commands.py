@@ -266,16 +266,26 @@ class ChildProcess:
             raise ProcessStartError(_start_error_message(exc, argv[0], cwd)) from None
         exited = _reap_in_thread(popen)
         loop = asyncio.get_running_loop()
+        read_transports: list[asyncio.BaseTransport] = []
         try:
             out_transport, out = await loop.connect_read_pipe(lambda: _PipeReader(on_stdout), popen.stdout)
+            read_transports.append(out_transport)
             err_transport, err = await loop.connect_read_pipe(lambda: _PipeReader(on_stderr), popen.stderr)
-            stdin, stdin_flow = (await loop.connect_write_pipe(_PipeWriter, popen.stdin)) if with_stdin else (None, None)
-        except BaseException:
+            read_transports.append(err_transport)
+            stdin, stdin_flow = None, None
+            if with_stdin:
+                stdin, stdin_flow = await loop.connect_write_pipe(_PipeWriter, popen.stdin)
+        except BaseException:  # cancelled while connecting: leave no process and no open pipe behind
             with suppress(ProcessLookupError):
                 os.killpg(popen.pid, signal.SIGKILL)
+            for transport in read_transports:
+                transport.close()
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    pipe.close()  # including those no transport has taken yet
             raise
         pipes_closed = asyncio.gather(out.closed, err.closed)
-        return cls(popen, exited, pipes_closed, [out_transport, err_transport], stdin, stdin_flow)
+        return cls(popen, exited, pipes_closed, read_transports, stdin, stdin_flow)
 
     @property
     def pid(self) -> int:

@@ -33,7 +33,7 @@ from cortex_node.contracts import (
     to_wire,
 )
 from cortex_node.kernel.agents import AgentRuntime, UnknownAgentType
-from cortex_node.kernel.commands import parse_execute_payload, run_command
+from cortex_node.kernel.commands import ProcessStartError, parse_execute_payload, run_command
 from cortex_node.kernel.policy import NotPermitted, check_execute, check_spawn
 from cortex_node.store.db import Store
 from cortex_node.store.directives import DirectiveRepo
@@ -270,7 +270,7 @@ class DirectiveHandler:
         except (asyncio.TimeoutError, TimeoutError):
             status, output, error, metrics = (DirectiveResultStatus.TIMED_OUT, None,
                                               f"the TTL of {d.ttl_ms} ms expired while it ran", DirectiveMetrics())
-        except (ValueError, UnknownAgentType) as exc:
+        except (ValueError, UnknownAgentType, ProcessStartError) as exc:
             status, output, error, metrics = DirectiveResultStatus.FAILED, None, str(exc), DirectiveMetrics()
         except NotPermitted as exc:
             status, output, error, metrics = DirectiveResultStatus.FAILED, None, f"not_permitted: {exc}", DirectiveMetrics()
