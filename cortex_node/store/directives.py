@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from cortex_node.contracts import DirectiveStatus, SwarmDirective, format_ts
@@ -31,12 +32,14 @@ class DirectiveRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def insert(self, d: SwarmDirective, status: DirectiveStatus, role: str, now_ms: int) -> bool:
+    # writes: plain sqlite3 calls for a Store.write job
+    @staticmethod
+    def insert(conn: sqlite3.Connection, d: SwarmDirective, status: DirectiveStatus, role: str, now_ms: int) -> bool:
         """False when the directive id is already recorded for this role (a replay). Each side of a
         directive keeps its own row (role outbound on the dispatcher, inbound on the target), so a
         node that sends to itself holds both."""
         ts = format_ts(now_ms)
-        cur = await self.store.db.execute(
+        cur = conn.execute(
             f"INSERT INTO swarm_directives ({_FIELDS}) VALUES ({', '.join('?' * 21)}) "
             "ON CONFLICT (directive_id, role) DO NOTHING",
             (d.directive_id, d.source_node_id, d.target_node_id, d.kind.value, json.dumps(d.payload),
@@ -45,11 +48,12 @@ class DirectiveRepo:
         )
         return cur.rowcount == 1
 
-    async def finish(self, directive_id: str, role: str, status: DirectiveStatus, output: Any, error: str | None,
-                     metrics: dict[str, Any], now_ms: int) -> bool:
+    @staticmethod
+    def finish(conn: sqlite3.Connection, directive_id: str, role: str, status: DirectiveStatus, output: Any,
+               error: str | None, metrics: dict[str, Any], now_ms: int) -> bool:
         """Record the terminal state once: a row already terminal is never overwritten."""
         ts = format_ts(now_ms)
-        cur = await self.store.db.execute(
+        cur = conn.execute(
             "UPDATE swarm_directives SET status = ?, output = ?, error = ?, tokens_in = ?, tokens_out = ?,"
             " cost_usd = ?, duration_ms = ?, tool_calls = ?, completed_at = ?, updated_at = ?"
             " WHERE directive_id = ? AND role = ? AND status IN ('pending', 'dispatched')",
@@ -58,12 +62,6 @@ class DirectiveRepo:
              int(metrics.get("durationMs", 0)), int(metrics.get("toolCalls", 0)), ts, ts, directive_id, role),
         )
         return cur.rowcount == 1
-
-    async def mark_dispatched(self, directive_id: str, now_ms: int) -> None:
-        ts = format_ts(now_ms)
-        await self.store.db.execute(
-            "UPDATE swarm_directives SET status = 'dispatched', dispatched_at = ?, updated_at = ?"
-            " WHERE directive_id = ? AND role = 'outbound' AND status = 'pending'", (ts, ts, directive_id))
 
     async def get(self, directive_id: str, role: str | None = None) -> dict[str, Any] | None:
         """The row of one side, or (role None) the dispatcher's row when this node holds both."""

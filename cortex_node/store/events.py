@@ -3,6 +3,7 @@ disconnected, recovered, draining, undrained, sealed)."""
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from cortex_node.contracts import format_ts
@@ -15,13 +16,14 @@ class EventRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def add(self, node_id: str, kind: str, detail: str, at_ms: int) -> None:
-        db = self.store.db
-        await db.execute(
+    @staticmethod
+    def add(conn: sqlite3.Connection, node_id: str, kind: str, detail: str, at_ms: int) -> None:
+        """A write for a Store.write job."""
+        conn.execute(
             "INSERT INTO swarm_node_events (node_id, kind, detail, at) VALUES (?, ?, ?, ?)",
             (node_id, kind, detail, format_ts(at_ms)),
         )
-        await db.execute(
+        conn.execute(
             "DELETE FROM swarm_node_events WHERE node_id = ? AND id <= ("
             " SELECT id FROM swarm_node_events WHERE node_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (node_id, node_id, EVENTS_KEPT_PER_NODE),

@@ -4,6 +4,7 @@ session (or the named agent) runs and it has been written to that agent's stdin.
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 from cortex_node.contracts import format_ts
@@ -21,10 +22,11 @@ class MessageRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def add(self, *, directive_id: str, session_id: str | None, agent_id: str | None, source_node_id: str,
-                  message: Any, delivered: bool, now_ms: int) -> int:
+    @staticmethod
+    def add(conn: sqlite3.Connection, *, directive_id: str, session_id: str | None, agent_id: str | None,
+            source_node_id: str, message: Any, delivered: bool, now_ms: int) -> int:
         ts = format_ts(now_ms)
-        cur = await self.store.db.execute(
+        cur = conn.execute(
             f"INSERT INTO swarm_messages ({_COLS.split(', ', 1)[1]}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (directive_id, session_id, agent_id, source_node_id, json.dumps(message),
              "delivered" if delivered else "queued", ts, ts if delivered else None),
@@ -38,8 +40,9 @@ class MessageRepo:
         ) as cur:
             return [_wire(r) for r in await cur.fetchall()]
 
-    async def mark_delivered(self, message_id: int, now_ms: int) -> None:
-        await self.store.db.execute(
+    @staticmethod
+    def mark_delivered(conn: sqlite3.Connection, message_id: int, now_ms: int) -> None:
+        conn.execute(
             "UPDATE swarm_messages SET status = 'delivered', delivered_at = ? WHERE id = ?", (format_ts(now_ms), message_id)
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,14 +91,14 @@ class NodeRepo:
         async with self.store.db.execute(f"SELECT {_COLUMNS} FROM nodes ORDER BY registered_at, id") as cur:
             return [_from_db(r) for r in await cur.fetchall()]
 
-    async def upsert(self, row: NodeRow) -> None:
-        await self.store.db.execute(_UPSERT, _params(row))
+    # writes: plain sqlite3 calls for a Store.write job
+    @staticmethod
+    def upsert(conn: sqlite3.Connection, row: NodeRow) -> None:
+        conn.execute(_UPSERT, _params(row))
 
-    async def upsert_many(self, rows: list[NodeRow]) -> None:
-        await self.store.db.executemany(_UPSERT, [_params(r) for r in rows])
-
-    async def delete(self, node_id: str) -> None:
-        await self.store.db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+    @staticmethod
+    def delete(conn: sqlite3.Connection, node_id: str) -> None:
+        conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
 
     async def count(self) -> int:
         async with self.store.db.execute("SELECT COUNT(*) FROM nodes") as cur:

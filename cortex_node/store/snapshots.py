@@ -8,6 +8,7 @@ and the new value counts in full. The first sample of a node is its baseline.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,34 +78,37 @@ class SnapshotRepo:
     def __init__(self, store: Store, retention: int = SNAPSHOT_RETENTION) -> None:
         self.store = store
         self.retention = retention
-        self._last: dict[str, Snapshot] = {}  # newest counters per node, for increase()
-        self._counts: dict[str, int] = {}  # rows held per node, so retention runs only when needed
+        # Newest counters and row count per node, so an append needs no read. Touched only on
+        # the database thread (inside write jobs); dropped when a commit fails.
+        self._last: dict[str, Snapshot] = {}
+        self._counts: dict[str, int] = {}
+        store.rollback_hooks.append(self._forget)
 
-    async def _last_of(self, node_id: str) -> Snapshot | None:
+    def _forget(self) -> None:
+        self._last.clear()
+        self._counts.clear()
+
+    def _last_of(self, conn: sqlite3.Connection, node_id: str) -> Snapshot | None:
         if node_id in self._last:
             return self._last[node_id]
-        async with self.store.db.execute(
+        row = conn.execute(
             f"SELECT {', '.join(SNAPSHOT_FIELDS)} FROM swarm_resource_snapshots WHERE node_id = ? ORDER BY id DESC LIMIT 1",
             (node_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        async with self.store.db.execute(
-            "SELECT COUNT(*) FROM swarm_resource_snapshots WHERE node_id = ?", (node_id,)
-        ) as cur:
-            (self._counts[node_id],) = await cur.fetchone()
+        ).fetchone()
+        (self._counts[node_id],) = conn.execute(
+            "SELECT COUNT(*) FROM swarm_resource_snapshots WHERE node_id = ?", (node_id,)).fetchone()
         return Snapshot(*row) if row else None
 
-    async def append(self, node_id: str, snap: Snapshot, at_ms: int, reset: bool = False) -> None:
-        """Append one sample, add its counter increase to the hour's bucket, apply retention.
-        The caller owns the transaction."""
-        db = self.store.db
-        prev = await self._last_of(node_id)
+    def append(self, conn: sqlite3.Connection, node_id: str, snap: Snapshot, at_ms: int, reset: bool = False) -> None:
+        """A Store.write job step: append one sample, add its counter increase to the hour's
+        bucket, apply retention."""
+        prev = self._last_of(conn, node_id)
         deltas = [
             counter_increase(getattr(prev, c) if prev else None, getattr(snap, c), reset) for c in COUNTERS
         ]
         values = [getattr(snap, f) for f in SNAPSHOT_FIELDS]
-        await db.execute(_INSERT, (node_id, *values, format_ts(at_ms)))
-        await db.execute(
+        conn.execute(_INSERT, (node_id, *values, format_ts(at_ms)))
+        conn.execute(
             _BUCKET,
             (node_id, format_ts(hour_start_ms(at_ms)), int(deltas[0]), int(deltas[1]), deltas[2],
              int(deltas[3]), deltas[4], snap.memory_used_mb),
@@ -112,7 +116,7 @@ class SnapshotRepo:
         self._last[node_id] = snap
         count = self._counts.get(node_id, 0) + 1
         if count > self.retention:
-            await db.execute(_RETAIN, (node_id, node_id, self.retention))
+            conn.execute(_RETAIN, (node_id, node_id, self.retention))
             count = self.retention
         self._counts[node_id] = count
 
@@ -155,8 +159,7 @@ class SnapshotRepo:
             for r in rows
         }
 
-    async def prune_buckets(self, before_ms: int) -> None:
-        await self.store.db.execute(
-            "DELETE FROM swarm_usage_hourly WHERE hour_start < ?", (format_ts(hour_start_ms(before_ms)),)
-        )
+    @staticmethod
+    def prune_buckets(conn: sqlite3.Connection, before_ms: int) -> None:
+        conn.execute("DELETE FROM swarm_usage_hourly WHERE hour_start < ?", (format_ts(hour_start_ms(before_ms)),))
 

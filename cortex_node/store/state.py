@@ -4,6 +4,7 @@ A version is (hlc, origin node id); the greater version wins, on every node alik
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +45,14 @@ class StateRepo:
             r = await cur.fetchone()
         return StateEntry(r[0], json.loads(r[1]), r[2], r[3]) if r else None
 
-    async def put_if_newer(self, namespace: str, entry: StateEntry, now_ms: int) -> bool:
-        """Write the entry unless the stored version is newer or equal. The caller owns the transaction."""
-        current = await self.get(namespace, entry.key)
-        if current is not None and current.version >= entry.version:
+    @staticmethod
+    def put_if_newer(conn: sqlite3.Connection, namespace: str, entry: StateEntry, now_ms: int) -> bool:
+        """A Store.write job step: write the entry unless the stored version is newer or equal."""
+        current = conn.execute("SELECT hlc, origin FROM swarm_state WHERE namespace = ? AND key = ?",
+                               (namespace, entry.key)).fetchone()
+        if current is not None and (current[0], current[1]) >= entry.version:
             return False
-        await self.store.db.execute(
+        conn.execute(
             "INSERT INTO swarm_state (namespace, key, value, hlc, origin, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, hlc = excluded.hlc,"
             " origin = excluded.origin, updated_at = excluded.updated_at",

@@ -322,14 +322,12 @@ class Coordinator:
         except LookupError as exc:
             d = self._new_directive(directive_id, target_node_id or target_endpoint or "unknown", kind, payload,
                                     priority, ttl_ms, parent_directive_id, now)
-            async with self.store.transaction():
-                await self.directives.insert(d, DirectiveStatus.DISPATCHED, OUTBOUND, now)
+            await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.DISPATCHED, OUTBOUND, now))
             await self._record(SwarmDirectiveResult(directive_id, d.target_node_id, DirectiveResultStatus.FAILED,
                                                     error=str(exc)))
             return await self.directives.get(directive_id, OUTBOUND)
         d = self._new_directive(directive_id, target_id, kind, payload, priority, ttl_ms, parent_directive_id, now)
-        async with self.store.transaction():
-            await self.directives.insert(d, DirectiveStatus.DISPATCHED, OUTBOUND, now)
+        await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.DISPATCHED, OUTBOUND, now))
         self.emit("directive.created", {"directiveId": directive_id, "kind": kind.value, "targetNodeId": target_id})
         task = self._track(directive_id, self._send(d, a2a_url))
         if wait:
@@ -405,10 +403,10 @@ class Coordinator:
 
     async def _record(self, result: SwarmDirectiveResult) -> bool:
         """The one place an outbound directive's terminal state is written (once)."""
-        async with self.store.transaction():
-            written = await self.directives.finish(
-                result.directive_id, OUTBOUND, DirectiveStatus(result.status.value), result.output, result.error,
-                to_wire(result.metrics), self.clock.now_ms())
+        now = self.clock.now_ms()
+        written = await self.store.write(lambda conn: DirectiveRepo.finish(
+            conn, result.directive_id, OUTBOUND, DirectiveStatus(result.status.value), result.output, result.error,
+            to_wire(result.metrics), now))
         if written:
             self.emit("directive.finished", {"directiveId": result.directive_id, "status": result.status.value,
                                                   "role": OUTBOUND})

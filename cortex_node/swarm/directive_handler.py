@@ -107,11 +107,11 @@ class DirectiveHandler:
     async def start(self) -> None:
         # Work that was queued or running when the node died is not run again after a restart:
         # the dispatcher may have retried elsewhere, and "at most once" is the promise.
+        now = self.clock.now_ms()
         for row in await self.directives.unfinished(INBOUND):
-            async with self.store.transaction():
-                await self.directives.finish(row["directiveId"], INBOUND, DirectiveStatus.FAILED, None,
-                                             "the node restarted before the directive finished", {},
-                                             self.clock.now_ms())
+            await self.store.write(lambda conn, r=row: DirectiveRepo.finish(
+                conn, r["directiveId"], INBOUND, DirectiveStatus.FAILED, None,
+                "the node restarted before the directive finished", {}, now))
         self._workers = [asyncio.create_task(self._worker(), name=f"directive-worker-{i}")
                          for i in range(self.settings.max_workers)]
 
@@ -167,8 +167,7 @@ class DirectiveHandler:
         handle = tasks.create(task_id=d.directive_id, context_id=f"swarm.{d.directive_id}",
                               metadata={"swarmKind": d.kind.value, "swarmSourceNodeId": d.source_node_id},
                               history=[message] if message else None)
-        async with self.store.transaction():
-            await self.directives.insert(d, DirectiveStatus.PENDING, INBOUND, now)
+        await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.PENDING, INBOUND, now))
         self._on_event("directive.received", {"directiveId": d.directive_id, "kind": d.kind.value})
         try:
             deadline = self._admit(d, now)
@@ -356,8 +355,8 @@ class DirectiveHandler:
     async def _deliver_queued(self, agent: Any) -> None:
         for msg in await self.inbox.queued_for(agent.session_id, agent.agent_id):
             if await agent.send_message(msg["message"]):
-                async with self.store.transaction():
-                    await self.inbox.mark_delivered(msg["id"], self.clock.now_ms())
+                now = self.clock.now_ms()
+                await self.store.write(lambda conn, m=msg: MessageRepo.mark_delivered(conn, m["id"], now))
 
     async def _forward_message(self, d: SwarmDirective):
         p = d.payload
@@ -375,10 +374,10 @@ class DirectiveHandler:
         for agent in candidates:
             if agent is not None and await agent.send_message({"from": d.source_node_id, "message": message}):
                 delivered_to.append(agent.pid)
-        async with self.store.transaction():
-            msg_id = await self.inbox.add(directive_id=d.directive_id, session_id=session_id, agent_id=agent_id,
-                                          source_node_id=d.source_node_id, message=message,
-                                          delivered=bool(delivered_to), now_ms=self.clock.now_ms())
+        now = self.clock.now_ms()
+        msg_id = await self.store.write(lambda conn: MessageRepo.add(
+            conn, directive_id=d.directive_id, session_id=session_id, agent_id=agent_id,
+            source_node_id=d.source_node_id, message=message, delivered=bool(delivered_to), now_ms=now))
         result = {"messageId": msg_id, "status": "delivered" if delivered_to else "queued", "deliveredTo": delivered_to}
         return DirectiveResultStatus.COMPLETED, result, None, DirectiveMetrics()
 
@@ -401,13 +400,11 @@ class DirectiveHandler:
         return DirectiveResultStatus.COMPLETED, {"namespace": namespace, "applied": applied, "entries": back}, None, DirectiveMetrics()
 
     async def merge_state(self, namespace: str, entries: list[StateEntry]) -> int:
-        applied = 0
-        async with self.store.transaction():
-            for entry in entries:
-                self.hlc.observe(entry.hlc)
-                if await self.state.put_if_newer(namespace, entry, self.clock.now_ms()):
-                    applied += 1
-        return applied
+        for entry in entries:
+            self.hlc.observe(entry.hlc)
+        now = self.clock.now_ms()
+        return await self.store.write(
+            lambda conn: sum(StateRepo.put_if_newer(conn, namespace, e, now) for e in entries))
 
     async def put_state(self, namespace: str, key: str, value: Any) -> StateEntry:
         check_state_key(namespace, key)
@@ -419,9 +416,10 @@ class DirectiveHandler:
     async def _record(self, d: SwarmDirective, handle: TaskHandle, result: SwarmDirectiveResult,
                       rejected: str | None = None) -> None:
         """The one place a directive's terminal state is written: row first, then the task."""
-        async with self.store.transaction():
-            await self.directives.finish(d.directive_id, INBOUND, DirectiveStatus(result.status.value), result.output,
-                                         result.error, to_wire(result.metrics), self.clock.now_ms())
+        now = self.clock.now_ms()
+        await self.store.write(lambda conn: DirectiveRepo.finish(
+            conn, d.directive_id, INBOUND, DirectiveStatus(result.status.value), result.output, result.error,
+            to_wire(result.metrics), now))
         wire = to_wire(result)
         handle.add_artifact([data_part(wire)], name=RESULT_ARTIFACT)
         if rejected:

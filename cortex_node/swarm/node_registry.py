@@ -8,6 +8,7 @@ whether that peer is stale.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
 from typing import Callable
 from urllib.parse import urlsplit
@@ -121,15 +122,17 @@ class NodeRegistry:
         )
         row.status = self.status_of(row, now)
         restarted = bool(existing and reg.boot_id and existing.boot_id and existing.boot_id != reg.boot_id)
-        async with self.store.transaction():
+        def job(conn: sqlite3.Connection) -> None:
             if superseded is not None:
-                await self.nodes_repo.delete(superseded.id)
-                await self.events.add(node_id, "superseded", f"replaced {superseded.id} at {endpoint}", now)
-            await self.nodes_repo.upsert(row)
+                NodeRepo.delete(conn, superseded.id)
+                EventRepo.add(conn, node_id, "superseded", f"replaced {superseded.id} at {endpoint}", now)
+            NodeRepo.upsert(conn, row)
             if existing is None:
-                await self.events.add(node_id, "registered", f"{reg.name} at {endpoint}", now)
+                EventRepo.add(conn, node_id, "registered", f"{reg.name} at {endpoint}", now)
             elif restarted:
-                await self.events.add(node_id, "restarted", f"boot {reg.boot_id}", now)
+                EventRepo.add(conn, node_id, "restarted", f"boot {reg.boot_id}", now)
+
+        await self.store.write(job)
         if superseded is not None:
             self.nodes.pop(superseded.id, None)
         self.nodes[node_id] = row
@@ -155,11 +158,13 @@ class NodeRegistry:
             events.append(("recovered", "heartbeat received"))
         if lifecycle is not None and lifecycle is not row.lifecycle:
             events.append((lifecycle.value if lifecycle is not Lifecycle.ACTIVE else "undrained", "reported by the node"))
-        async with self.store.transaction():
-            await self.nodes_repo.upsert(new)
-            await self.snapshots.append(node_id, snapshot, now, reset=restarted)
+        def job(conn: sqlite3.Connection) -> None:
+            NodeRepo.upsert(conn, new)
+            self.snapshots.append(conn, node_id, snapshot, now, reset=restarted)
             for kind, detail in events:
-                await self.events.add(node_id, kind, detail, now)
+                EventRepo.add(conn, node_id, kind, detail, now)
+
+        await self.store.write(job)
         self.nodes[node_id] = new
         self._on_event("node.heartbeat", {"nodeId": node_id, "status": new.status.value})
         if new.status is not was:
@@ -175,9 +180,11 @@ class NodeRegistry:
         new = replace(row, lifecycle=lifecycle, drained=drained, updated_at_ms=now)
         new.status = self.status_of(new, now)
         kind = {Lifecycle.ACTIVE: "undrained", Lifecycle.DRAINING: "draining", Lifecycle.SEALED: "sealed"}[lifecycle]
-        async with self.store.transaction():
-            await self.nodes_repo.upsert(new)
-            await self.events.add(node_id, kind, detail, now)
+        def job(conn: sqlite3.Connection) -> None:
+            NodeRepo.upsert(conn, new)
+            EventRepo.add(conn, node_id, kind, detail, now)
+
+        await self.store.write(job)
         self.nodes[node_id] = new
         self._on_event("node.status", {"nodeId": node_id, "from": row.status.value, "to": new.status.value})
         return new
@@ -193,12 +200,14 @@ class NodeRegistry:
                 changed.append(replace(row, status=status, updated_at_ms=now))
         if not changed:
             return []
-        async with self.store.transaction():
+        def job(conn: sqlite3.Connection) -> None:
             for new in changed:
-                await self.nodes_repo.upsert(new)
+                NodeRepo.upsert(conn, new)
                 age = (now - new.last_heartbeat_ms) / 1000 if new.last_heartbeat_ms else None
                 detail = f"no heartbeat for {age:.1f} s" if age is not None else "never heard from"
-                await self.events.add(new.id, "disconnected", detail, now)
+                EventRepo.add(conn, new.id, "disconnected", detail, now)
+
+        await self.store.write(job)
         for new in changed:
             was = self.nodes[new.id].status
             self.nodes[new.id] = new

@@ -123,26 +123,29 @@ async def test_registry_survives_reload(store: Store, clock: ManualClock) -> Non
 async def test_snapshot_retention_keeps_the_newest_1440(store: Store, clock: ManualClock) -> None:
     reg = await make_registry(store, clock)
     total = SNAPSHOT_RETENTION + 60
-    async with store.transaction():
+    def job(conn):
         for i in range(total):
             clock.advance(1)
-            await reg.snapshots.append("node_self", Snapshot(tokens_in=i), clock.now_ms())
+            reg.snapshots.append(conn, "node_self", Snapshot(tokens_in=i), clock.now_ms())
+
+    await store.write(job)
     assert await reg.snapshots.count("node_self") == SNAPSHOT_RETENTION
     series = await reg.snapshots.series("node_self", SNAPSHOT_RETENTION)
     assert [s["tokensIn"] for s in series] == list(range(60, total))  # oldest first, oldest 60 gone
     # retention is per node: another node's rows are untouched
-    async with store.transaction():
-        await reg.snapshots.append("node_peer", Snapshot(tokens_in=1), clock.now_ms())
+    await store.write(lambda conn: reg.snapshots.append(conn, "node_peer", Snapshot(tokens_in=1), clock.now_ms()))
     assert await reg.snapshots.count("node_peer") == 1
 
 
 async def test_series_limit_and_since(store: Store, clock: ManualClock) -> None:
     reg = await make_registry(store, clock)
     start = clock.now_ms()
-    async with store.transaction():
+    def job(conn):
         for i in range(10):
             clock.advance(60)
-            await reg.snapshots.append("node_self", Snapshot(tokens_in=i), clock.now_ms())
+            reg.snapshots.append(conn, "node_self", Snapshot(tokens_in=i), clock.now_ms())
+
+    await store.write(job)
     assert [s["tokensIn"] for s in await reg.snapshots.series("node_self", 3)] == [7, 8, 9]
     since = start + 5 * 60_000
     assert [s["tokensIn"] for s in await reg.snapshots.series("node_self", 100, since)] == [4, 5, 6, 7, 8, 9]
