@@ -11,6 +11,7 @@ import enum
 import math
 import secrets
 import string
+import time
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -134,11 +135,16 @@ def derive_status(*, is_self: bool, lifecycle: Lifecycle, stale: bool, heard: bo
 
 
 # --- timestamps: ISO 8601 UTC with millisecond precision and 'Z', everywhere ----------------------
+_SECOND_TEXT: list = [None, ""]  # the last whole second formatted: most timestamps share it
+
+
 def format_ts(ms: int | float | None) -> str | None:
     if ms is None:
         return None
-    dt = datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    seconds, millis = divmod(int(ms), 1000)
+    if _SECOND_TEXT[0] != seconds:
+        _SECOND_TEXT[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_SECOND_TEXT[1]}.{millis:03d}Z"
 
 
 def parse_ts(text: str) -> int:
@@ -191,18 +197,32 @@ def camel(name: str) -> str:
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
 
 
+_WIRE_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+_PLAIN = frozenset((str, int, bool, type(None)))  # exact types: str-based enums must still convert
+
+
+def _wire_fields(cls: type) -> tuple[tuple[str, str], ...]:
+    fields = _WIRE_FIELDS.get(cls)
+    if fields is None:
+        fields = _WIRE_FIELDS[cls] = tuple((f.name, camel(f.name)) for f in dataclasses.fields(cls))
+    return fields
+
+
 def to_wire(value: Any) -> Any:
-    """Dataclasses -> dicts with camelCase keys, enums -> values, recursively."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {camel(f.name): to_wire(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    """Dataclasses -> dicts with camelCase keys, enums -> values, recursively. On every
+    response path, so the common cases are checked first and field names are cached."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, enum.Enum):
         return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: to_wire(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_wire(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {key: to_wire(getattr(value, name)) for name, key in _wire_fields(type(value))}
     return value
 
 
@@ -221,15 +241,25 @@ def from_wire(cls: type, data: Any, where: str = "") -> Any:
     if hints is None:
         hints = _HINTS[cls] = typing.get_type_hints(cls)
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        key = camel(f.name)
-        path = f"{where}.{key}" if where else key
+    for name, key, required in _read_fields(cls):
         if key not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise WireError(f"{path} is required")
+            if required:
+                raise WireError(f"{where}.{key} is required" if where else f"{key} is required")
             continue
-        kwargs[f.name] = _coerce(hints[f.name], data[key], path)
+        kwargs[name] = _coerce(hints[name], data[key], f"{where}.{key}" if where else key)
     return cls(**kwargs)
+
+
+_READ_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+
+
+def _read_fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
+    fields = _READ_FIELDS.get(cls)
+    if fields is None:
+        fields = _READ_FIELDS[cls] = tuple(
+            (f.name, camel(f.name), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            for f in dataclasses.fields(cls))
+    return fields
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:

@@ -44,6 +44,7 @@ from cortex_node.a2a.wire import (
     is_supported_version,
     validate_message,
 )
+from cortex_node import jsonfast
 from cortex_node.clock import Clock
 from cortex_node.contracts import parse_ts
 
@@ -379,8 +380,7 @@ def _if_none_match_hits(header: str, etag: str) -> bool:
 
 
 def _dumps(doc: Any) -> bytes:
-    # allow_nan=False: NaN is not JSON, and a peer's parser would reject the whole answer
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    return jsonfast.dumps(doc)
 
 
 def _json_response(doc: dict[str, Any]) -> web.Response:

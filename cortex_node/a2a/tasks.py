@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,7 +200,9 @@ class TaskStore:
         self.clock = clock
         self.max_tasks = max_tasks
         self._tasks: dict[str, TaskHandle] = {}  # insertion order = creation order
-        self._terminal_ids: dict[str, None] = {}  # insertion order = order of reaching a terminal state
+        # order of reaching a terminal state; an OrderedDict pops its oldest in O(1), a plain dict
+        # used as a queue slows down as deleted slots pile up at its front
+        self._terminal_ids: OrderedDict[str, None] = OrderedDict()
         self._next_seq = 0
 
     def __len__(self) -> int:
@@ -253,8 +256,7 @@ class TaskStore:
 
     def _evict_one(self) -> None:
         if self._terminal_ids:
-            victim = next(iter(self._terminal_ids))
-            del self._terminal_ids[victim]
+            victim, _ = self._terminal_ids.popitem(last=False)  # O(1); a plain dict degrades when used as a queue
         else:
             victim = next(iter(self._tasks))
             log.warning("task store full (%d tasks, none finished): dropping live task %s",

@@ -9,6 +9,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from cortex_node import jsonfast
 from cortex_node.contracts import to_wire
 
 log = logging.getLogger("cortex.api")
@@ -37,8 +38,7 @@ class ApiError(web.HTTPException):
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(to_wire(data), separators=(",", ":")), status=status,
-                        content_type="application/json")
+    return web.Response(body=jsonfast.dumps(to_wire(data)), status=status, content_type="application/json")
 
 
 def error_body(status: int, message: str, code: str | None = None) -> web.Response:

@@ -38,6 +38,15 @@ def settings_from_flags(config: Optional[Path], **flags: object) -> NodeSettings
     return load_settings(config_path=config, flags=flags)
 
 
+def event_loop_factory():
+    """uvloop when installed: the daemon spends much of its time in the event loop itself."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def seconds_to_ms(value: Optional[float]) -> Optional[float]:
     return None if value is None else value * 1000.0
 
@@ -73,7 +82,8 @@ def main_command(
         raise typer.Exit(2) from None
     setup_logging(settings.log_level)
     try:
-        code = asyncio.run(run_node(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            code = runner.run(run_node(settings))
     except (StartupError, ConfigError) as exc:
         typer.echo(f"cortex-node: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
+from cortex_node import jsonfast
 from cortex_node.contracts import DirectiveStatus, SwarmDirective, format_ts
 from cortex_node.store.db import Store
 
@@ -28,23 +29,32 @@ def _row_to_wire(r: Any) -> dict[str, Any]:
     return doc
 
 
+def _text(doc: Any) -> str:
+    return jsonfast.dumps(doc).decode()
+
+
 class DirectiveRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
 
     # writes: plain sqlite3 calls for a Store.write job
     @staticmethod
-    def insert(conn: sqlite3.Connection, d: SwarmDirective, status: DirectiveStatus, role: str, now_ms: int) -> bool:
+    def insert(conn: sqlite3.Connection, d: SwarmDirective, status: DirectiveStatus, role: str, now_ms: int,
+               output: Any = None, error: str | None = None, metrics: dict[str, Any] | None = None) -> bool:
         """False when the directive id is already recorded for this role (a replay). Each side of a
         directive keeps its own row (role outbound on the dispatcher, inbound on the target), so a
-        node that sends to itself holds both."""
+        node that sends to itself holds both. A terminal ``status`` records the outcome in the
+        same write (work that was finished before it was first written down)."""
         ts = format_ts(now_ms)
+        m = metrics or {}
         cur = conn.execute(
             f"INSERT INTO swarm_directives ({_FIELDS}) VALUES ({', '.join('?' * 21)}) "
             "ON CONFLICT (directive_id, role) DO NOTHING",
-            (d.directive_id, d.source_node_id, d.target_node_id, d.kind.value, json.dumps(d.payload),
-             d.priority.value, status.value, None, None, 0, 0, 0.0, 0, 0, d.parent_directive_id, d.ttl_ms,
-             ts if status is DirectiveStatus.DISPATCHED else None, None, ts, ts, role),
+            (d.directive_id, d.source_node_id, d.target_node_id, d.kind.value, _text(d.payload),
+             d.priority.value, status.value, _text(output) if output is not None else None, error,
+             int(m.get("tokensIn", 0)), int(m.get("tokensOut", 0)), float(m.get("costUsd", 0.0)),
+             int(m.get("durationMs", 0)), int(m.get("toolCalls", 0)), d.parent_directive_id, d.ttl_ms,
+             ts if status is DirectiveStatus.DISPATCHED else None, ts if status.terminal else None, ts, ts, role),
         )
         return cur.rowcount == 1
 
@@ -57,7 +67,7 @@ class DirectiveRepo:
             "UPDATE swarm_directives SET status = ?, output = ?, error = ?, tokens_in = ?, tokens_out = ?,"
             " cost_usd = ?, duration_ms = ?, tool_calls = ?, completed_at = ?, updated_at = ?"
             " WHERE directive_id = ? AND role = ? AND status IN ('pending', 'dispatched')",
-            (status.value, json.dumps(output) if output is not None else None, error,
+            (status.value, _text(output) if output is not None else None, error,
              int(metrics.get("tokensIn", 0)), int(metrics.get("tokensOut", 0)), float(metrics.get("costUsd", 0.0)),
              int(metrics.get("durationMs", 0)), int(metrics.get("toolCalls", 0)), ts, ts, directive_id, role),
         )

@@ -151,41 +151,50 @@ class DirectiveHandler:
             text = " ".join(p["text"] for p in message.get("parts", []) if isinstance(p.get("text"), str))
             reply = await self.ops_reply(text)
             return make_message("ROLE_AGENT", [text_part(reply)], context_id=message.get("contextId"))
-        return await self.submit(directive, tasks, message)
+        return await self.submit(directive, tasks)
 
-    async def submit(self, d: SwarmDirective, tasks: TaskStore, message: dict | None = None) -> TaskHandle:
+    async def submit(self, d: SwarmDirective, tasks: TaskStore) -> TaskHandle:
         existing = tasks.get(d.directive_id)
         if existing is not None:
             return existing  # a replay: the same task, never the work twice
-        row = await self.directives.get(d.directive_id, INBOUND)
-        existing = tasks.get(d.directive_id)
-        if existing is not None:
-            return existing
-        if row is not None:
-            return self._replayed(row, tasks)
         now = self.clock.now_ms()
+        # no history: the directive is in its row, and echoing it back doubles every answer
         handle = tasks.create(task_id=d.directive_id, context_id=f"swarm.{d.directive_id}",
-                              metadata={"swarmKind": d.kind.value, "swarmSourceNodeId": d.source_node_id},
-                              history=[message] if message else None)
-        await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.PENDING, INBOUND, now))
+                              metadata={"swarmKind": d.kind.value, "swarmSourceNodeId": d.source_node_id})
         self._on_event("directive.received", {"directiveId": d.directive_id, "kind": d.kind.value})
         try:
             deadline = self._admit(d, now)
         except Rejected as exc:
-            await self._record(d, handle, SwarmDirectiveResult(
-                d.directive_id, self.node_id, DirectiveResultStatus.FAILED, error=f"rejected: {exc.reason}: {exc}",
-                completed_at=format_ts(self.clock.now_ms())), rejected=exc.reason)
+            await self._record(d, handle, self._result(d, DirectiveResultStatus.FAILED, error=f"rejected: {exc.reason}: {exc}"),
+                               rejected=exc.reason, first_write=True)
             return handle
         except _Expired:
-            await self._record(d, handle, SwarmDirectiveResult(
-                d.directive_id, self.node_id, DirectiveResultStatus.TIMED_OUT,
-                error="the directive's TTL had expired on arrival; it did not run",
-                completed_at=format_ts(self.clock.now_ms())))
+            await self._record(d, handle, self._result(
+                d, DirectiveResultStatus.TIMED_OUT, error="the directive's TTL had expired on arrival; it did not run"),
+                first_write=True)
             return handle
+        if d.kind is DirectiveKind.QUERY_RESOURCES:
+            # a read: answered at once, outside the work queue, so an operator's view of a node
+            # never waits behind the node's work; its row is written once, with the outcome
+            await self._record(d, handle, self._result(d, DirectiveResultStatus.COMPLETED, output=self._resources()),
+                               first_write=True)
+            return handle
+        if not await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.PENDING, INBOUND, now)):
+            return await self._replayed(handle)
         job = _Job((-d.priority.rank, next(self._seq)), d, handle, deadline, now)
         self.jobs[d.directive_id] = job
         self.queue.put_nowait(job)
         return handle
+
+    def _result(self, d: SwarmDirective, status: DirectiveResultStatus, *, output: Any = None,
+                error: str | None = None) -> SwarmDirectiveResult:
+        return SwarmDirectiveResult(d.directive_id, self.node_id, status, output=output, error=error,
+                                    completed_at=format_ts(self.clock.now_ms()))
+
+    def _resources(self) -> dict[str, Any]:
+        doc = self.resources()
+        doc["queue"] = self.queue_figures()
+        return doc
 
     async def cancel_task(self, handle: TaskHandle) -> None:
         job = self.jobs.get(handle.task_id)
@@ -286,10 +295,6 @@ class DirectiveHandler:
 
     async def _execute(self, d: SwarmDirective, timeout: float) -> tuple[DirectiveResultStatus, Any, str | None, DirectiveMetrics]:
         kind = d.kind
-        if kind is DirectiveKind.QUERY_RESOURCES:
-            doc = self.resources()
-            doc["queue"] = self.queue_figures()
-            return DirectiveResultStatus.COMPLETED, doc, None, DirectiveMetrics()
         if kind is DirectiveKind.EXECUTE_TASK:
             return await self._execute_task(d, timeout)
         if kind is DirectiveKind.SPAWN_AGENT:
@@ -414,14 +419,22 @@ class DirectiveHandler:
 
     # --- results --------------------------------------------------------------------------------
     async def _record(self, d: SwarmDirective, handle: TaskHandle, result: SwarmDirectiveResult,
-                      rejected: str | None = None) -> None:
-        """The one place a directive's terminal state is written: row first, then the task."""
+                      rejected: str | None = None, first_write: bool = False) -> None:
+        """The one place a directive's terminal state is written: row first, then the task.
+        ``first_write``: the directive has no row yet (rejected, expired, or answered at once); if
+        one exists after all, this is a replay from before a restart and its stored outcome wins."""
         now = self.clock.now_ms()
-        await self.store.write(lambda conn: DirectiveRepo.finish(
-            conn, d.directive_id, INBOUND, DirectiveStatus(result.status.value), result.output, result.error,
-            to_wire(result.metrics), now))
-        wire = to_wire(result)
-        handle.add_artifact([data_part(wire)], name=RESULT_ARTIFACT)
+        status, metrics = DirectiveStatus(result.status.value), to_wire(result.metrics)
+        if first_write:
+            written = await self.store.write(lambda conn: DirectiveRepo.insert(
+                conn, d, status, INBOUND, now, result.output, result.error, metrics))
+            if not written:
+                await self._replayed(handle)
+                return
+        else:
+            await self.store.write(lambda conn: DirectiveRepo.finish(
+                conn, d.directive_id, INBOUND, status, result.output, result.error, metrics, now))
+        handle.add_artifact([data_part(to_wire(result))], name=RESULT_ARTIFACT)
         if rejected:
             handle.finish("TASK_STATE_REJECTED", text=result.error, data={"reason": rejected})
         else:
@@ -446,14 +459,15 @@ class DirectiveHandler:
             job.directive.directive_id, self.node_id, DirectiveResultStatus.CANCELLED, error=why,
             completed_at=format_ts(self.clock.now_ms())))
 
-    def _replayed(self, row: dict[str, Any], tasks: TaskStore) -> TaskHandle:
-        """A replay of a directive this node recorded before a restart: answer with the stored
-        outcome, never run it again."""
-        task = _task_from_row(row, self.node_id)
-        handle = tasks.create(task_id=row["directiveId"], context_id=task["contextId"])
+    async def _replayed(self, handle: TaskHandle) -> TaskHandle:
+        """A replay of a directive this node recorded before a restart: the task answers with the
+        stored outcome (or as still working), and the work never runs again."""
+        row = await self.directives.get(handle.task_id, INBOUND)
+        task = _task_from_row(row, self.node_id) if row else {"status": {"state": "TASK_STATE_FAILED"}}
         for artifact in task.get("artifacts", []):
             handle.add_artifact(artifact["parts"], name=artifact.get("name"))
-        handle.finish(task["status"]["state"], text=row.get("error"))
+        if task["status"]["state"] != "TASK_STATE_WORKING":
+            handle.finish(task["status"]["state"], text=row.get("error") if row else "lost record")
         return handle
 
 
