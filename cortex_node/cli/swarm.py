@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -36,6 +36,10 @@ def overview(ctx: typer.Context) -> None:
 
 URL_HELP = "Node REST URL [default: from the config file, else http://127.0.0.1:4220]"
 TOKEN_HELP = "Swarm token [default: CORTEX_SWARM_TOKEN or the config file]"
+# the options every command that talks to a node shares
+UrlOpt = Annotated[Optional[str], typer.Option("--url", help=URL_HELP)]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", help=TOKEN_HELP)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -63,52 +67,38 @@ def emit_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2))
 
 
-@swarm.command("nodes", help="List the nodes the node knows, with status and resources.\n\n"
-               "Example: cortex swarm nodes --json | jq '.nodes[].status'")
-def nodes_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-              token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
-              as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
-    c = client(url, token)
-    doc = call(c.get, "/api/swarm/nodes")
+def show(url: Optional[str], token: Optional[str], as_json: bool, path: str, view: Callable[[Any], None]) -> None:
+    doc = call(client(url, token).get, path)
     if as_json:
         return emit_json(doc)
-    render.nodes_table(doc)
+    view(doc)
+
+
+@swarm.command("nodes", help="List the nodes the node knows, with status and resources.\n\n"
+               "Example: cortex swarm nodes --json | jq '.nodes[].status'")
+def nodes_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, as_json, "/api/swarm/nodes", render.nodes_table)
 
 
 @swarm.command("topology", help="Print the fleet's process tree (remote processes under their node).\n\n"
                "Example: cortex swarm topology")
-def topology_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-                 token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
-                 as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
-    doc = call(client(url, token).get, "/api/swarm/topology")
-    if as_json:
-        return emit_json(doc)
-    render.topology_tree(doc)
+def topology_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, as_json, "/api/swarm/topology", render.topology_tree)
 
 
 @swarm.command("report", help="Fleet resource usage over the last 24 hours, per node and in total.\n\n"
                "Example: cortex swarm report --json")
-def report_cmd(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-               token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
-               as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
-    doc = call(client(url, token).get, "/api/swarm/report")
-    if as_json:
-        return emit_json(doc)
-    render.report_table(doc)
+def report_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, as_json, "/api/swarm/report", render.report_table)
 
 
 @swarm.command("directives", help="The directive audit trail, newest first.\n\n"
                "Example: cortex swarm directives --status failed --limit 20")
 def directives_cmd(status: Optional[str] = typer.Option(None, "--status", help="pending | dispatched | completed | failed | cancelled | timed_out"),
                    limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)"),
-                   url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-                   token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
-                   as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+                   url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     query = f"?limit={limit}" + (f"&status={status}" if status else "")
-    doc = call(client(url, token).get, "/api/swarm/directives" + query)
-    if as_json:
-        return emit_json(doc)
-    render.directives_table(doc)
+    show(url, token, as_json, "/api/swarm/directives" + query, render.directives_table)
 
 
 @swarm.command("dispatch", help="Send a directive to a node (by id or URL) or to every live node of a group.\n\n"
@@ -120,9 +110,8 @@ def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_tas
                  priority: str = typer.Option("normal", "--priority", help="low | normal | high | critical"),
                  ttl: float = typer.Option(120.0, "--ttl", help="Seconds the directive may take"),
                  wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the result (default) or return at once"),
-                 url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-                 token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
-                 as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+                 url: UrlOpt = None, token: TokenOpt = None,
+                 as_json: JsonOpt = False) -> None:
     if (target is None) == (group is None):
         fail("name exactly one of --target or --group", 2)
     try:
@@ -173,29 +162,26 @@ NODE_HELP = "Act on this node (id) through the node at --url [default: the node 
                "Example: cortex swarm drain --node node_mwx2k1_ab3cd --deadline 300 --reason 'kernel upgrade'")
 def drain_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
               deadline: Optional[float] = typer.Option(None, "--deadline", help="Cancel what still runs after this many seconds"),
-              url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-              token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+              url: UrlOpt = None, token: TokenOpt = None,
               reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
-              as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+              as_json: JsonOpt = False) -> None:
     _control("drain", url, token, reason, as_json, node, deadline)
 
 
 @swarm.command("undrain", help="Let a drained node take work again.\n\nExample: cortex swarm undrain")
 def undrain_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
-                url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-                token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+                url: UrlOpt = None, token: TokenOpt = None,
                 reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
-                as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+                as_json: JsonOpt = False) -> None:
     _control("undrain", url, token, reason, as_json, node)
 
 
 @swarm.command("seal", help="Seal the node: stop its heartbeat, finish in-flight work, and stop the daemon (exit 0).\n\n"
                "Example: cortex swarm seal --url http://127.0.0.1:4221")
 def seal_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
-             url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
-             token: Optional[str] = typer.Option(None, "--token", help=TOKEN_HELP),
+             url: UrlOpt = None, token: TokenOpt = None,
              reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
-             as_json: bool = typer.Option(False, "--json", help="Print the raw JSON")) -> None:
+             as_json: JsonOpt = False) -> None:
     _control("seal", url, token, reason, as_json, node)
 
 
