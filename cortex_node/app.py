@@ -80,7 +80,11 @@ async def heartbeat_loop(c: Coordinator) -> None:
 async def sweep_loop(c: Coordinator) -> None:
     interval = max(0.05, min(5.0, c.settings.stale_after_ms / 1000 / 10))
     while True:
+        before = c.clock.monotonic()
         await c.clock.sleep(interval)
+        # a sleep that overran by much means this process was blocked or stopped: what arrived
+        # meanwhile has not been read yet, so peers must not be judged by it
+        c.note_loop_lag(c.clock.monotonic() - before - interval)
         try:
             await c.sweep()
         except asyncio.CancelledError:

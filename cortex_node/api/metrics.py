@@ -52,6 +52,10 @@ async def prometheus_text(c: "Coordinator") -> str:
     _metric(lines, "cortex_directive_queue_length", "gauge", "Directives waiting for a worker.", [({}, float(q["queued"]))])
     _metric(lines, "cortex_directive_running", "gauge", "Directives being run.", [({}, float(q["running"]))])
     _metric(lines, "cortex_directive_workers", "gauge", "Size of the worker pool.", [({}, float(q["workers"]))])
+    _metric(lines, "cortex_event_loop_lag_seconds", "gauge", "How late the node's event loop ran at its last check.",
+            [({}, c.loop_lag_s)])
+    _metric(lines, "cortex_event_loop_max_lag_seconds", "gauge", "The longest event-loop stall since start.",
+            [({}, c.max_loop_lag_s)])
     _metric(lines, "cortex_remote_processes", "gauge", "Remote processes known, by node.",
             [({"node_id": n.id, "node": n.name}, float(c.remote.count_for(n.id))) for n in nodes if not n.is_self])
     return "\n".join(lines) + "\n"

@@ -55,6 +55,11 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 _ERR = {"$ref": "#/components/responses/Error"}
 _REF = lambda name: {"$ref": f"#/components/schemas/{name}"}  # noqa: E731
 _NODE_ID = {"name": "node_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_DIRECTIVE_ID = {"name": "directive_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_STATE_PARAMS = [
+    {"name": "namespace", "in": "path", "required": True, "schema": {"type": "string", "enum": ["memory", "skills", "config"]}},
+    {"name": "key", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
+]
 
 
 def _op(summary: str, ok: dict[str, Any], *, params: list | None = None, errors: tuple[int, ...] = (401,),
@@ -106,7 +111,28 @@ def openapi_document() -> dict[str, Any]:
         "properties": {"error": {"type": "object", "required": ["code", "message"],
                                  "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
     }
-    control_body = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 200}}}
+    control_body = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 200}},
+                    "additionalProperties": False}
+    drain_body = {"type": "object", "additionalProperties": False,
+                  "properties": {"reason": {"type": "string", "maxLength": 200},
+                                 "deadlineSeconds": {"type": "number", "minimum": 0, "maximum": 86400}}}
+    schemas["StateEntry"] = {
+        "type": "object", "required": ["namespace", "key", "value", "version"],
+        "properties": {"namespace": {"type": "string"}, "key": {"type": "string"}, "value": {},
+                       "version": {"type": "object", "required": ["hlc", "origin"],
+                                   "properties": {"hlc": {"type": "integer"}, "origin": {"type": "string"}}}},
+    }
+    schemas["DispatchRequest"] = {
+        "type": "object", "required": ["kind"], "additionalProperties": False,
+        "description": "Name exactly one target: targetNodeId, targetEndpoint or group.",
+        "properties": {
+            "targetNodeId": {"type": "string", "minLength": 1}, "targetEndpoint": {"type": "string", "minLength": 1},
+            "group": {"type": "string", "minLength": 1}, "kind": _schema_for(c.DirectiveKind),
+            "payload": {"type": "object"}, "priority": _schema_for(c.DirectivePriority),
+            "ttlMs": {"type": "integer", "minimum": 1, "maximum": 86_400_000},
+            "parentDirectiveId": {"type": "string", "minLength": 1}, "wait": {"type": "boolean"},
+        },
+    }
     limit = lambda default, hi: {  # noqa: E731
         "name": "limit", "in": "query", "required": False,
         "schema": {"type": "integer", "minimum": 1, "maximum": hi, "default": default},
@@ -116,7 +142,10 @@ def openapi_document() -> dict[str, Any]:
             "type": "object", "required": ["ok", "nodeId", "name", "status", "version", "uptimeSeconds"],
             "properties": {"ok": {"type": "boolean"}, "nodeId": {"type": "string"}, "name": {"type": "string"},
                            "status": _schema_for(c.NodeStatus), "version": {"type": "string"},
-                           "uptimeSeconds": {"type": "number"}}}), errors=())},
+                           "uptimeSeconds": {"type": "number"}, "loopLagSeconds": {"type": "number"},
+                           "queue": {"type": "object", "required": ["queued", "running", "workers"],
+                                     "properties": {k: {"type": "integer"} for k in ("queued", "running", "workers")}}}}),
+            errors=())},
         "/api/swarm/nodes": {"get": _op("Every node this node knows, with status and metrics", _ok({
             "type": "object", "required": ["selfId", "nodes"],
             "properties": {"selfId": {"type": "string"}, "nodes": {"type": "array", "items": _REF("SwarmNode")}}}))},
@@ -148,20 +177,71 @@ def openapi_document() -> dict[str, Any]:
         "/api/swarm/report": {"get": _op("Fleet resource report over the last 24 h",
                                          _ok(_REF("SwarmResourceReport")))},
         "/api/swarm/topology": {"get": _op("Nodes and the process tree", _ok(_REF("SwarmTopology")))},
-        "/api/swarm/directives": {"get": _op(
-            "The directive audit trail, newest first",
-            _ok({"type": "object", "required": ["directives"],
-                 "properties": {"directives": {"type": "array", "items": _REF("DirectiveRecord")}}}),
-            params=[{"name": "status", "in": "query", "required": False, "schema": _schema_for(c.DirectiveStatus)},
-                    limit(50, 1000)],
-            errors=(400, 401))},
-        "/api/swarm/drain": {"post": _op("Drain this node: no new work, in-flight work finishes",
-                                         _ok(_REF("SwarmNode")), body=control_body, errors=(400, 401, 409))},
+        "/api/swarm/drain": {"post": _op("Drain this node: no new work, in-flight work finishes (deadlineSeconds: "
+                                         "cancel what still runs then)",
+                                         _ok(_REF("SwarmNode")), body=drain_body, errors=(400, 401, 409))},
         "/api/swarm/undrain": {"post": _op("Take work again", _ok(_REF("SwarmNode")), body=control_body,
                                            errors=(400, 401, 409))},
         "/api/swarm/seal": {"post": _op("Seal this node: stop the heartbeat, finish in-flight work, exit 0",
                                         _ok(_REF("SwarmNode"), "Accepted; the daemon exits shortly"),
-                                        body=control_body, errors=(400, 401), ok_status="202")},
+                                        body=control_body, errors=(400, 401, 409), ok_status="202")},
+        "/api/swarm/nodes/{node_id}/drain": {"post": _op(
+            "Drain any node: this one, or a peer over A2A", _ok({"$ref": "#/components/schemas/SwarmNode"}),
+            params=[_NODE_ID], body=drain_body, errors=(400, 401, 404, 409, 502))},
+        "/api/swarm/nodes/{node_id}/undrain": {"post": _op(
+            "Undrain any node", _ok({"$ref": "#/components/schemas/SwarmNode"}), params=[_NODE_ID], body=control_body,
+            errors=(400, 401, 404, 409, 502))},
+        "/api/swarm/nodes/{node_id}/seal": {"post": _op(
+            "Seal any node", _ok(_REF("SwarmNode"), "Accepted"), params=[_NODE_ID], body=control_body,
+            errors=(400, 401, 404, 409, 502), ok_status="202")},
+        "/api/swarm/directives/{directive_id}": {"get": _op(
+            "One directive's row", _ok(_REF("DirectiveRecord")), params=[_DIRECTIVE_ID], errors=(401, 404))},
+        "/api/swarm/directives/{directive_id}/cancel": {"post": _op(
+            "Cancel a directive this node sent", _ok(_REF("DirectiveRecord")), params=[_DIRECTIVE_ID],
+            errors=(401, 404))},
+        "/api/swarm/messages": {"get": _op(
+            "The forward_message inbox, newest first",
+            _ok({"type": "object", "required": ["messages"], "properties": {"messages": {"type": "array", "items": {
+                "type": "object", "required": ["id", "sessionId", "agentId", "message", "status", "createdAt"],
+                "properties": {"id": {"type": "integer"}, "directiveId": {"type": "string", "nullable": True},
+                               "sessionId": {"type": "string", "nullable": True},
+                               "agentId": {"type": "string", "nullable": True}, "sourceNodeId": {"type": "string"},
+                               "message": {}, "status": {"type": "string", "enum": ["queued", "delivered"]},
+                               "createdAt": {"type": "string"}, "deliveredAt": {"type": "string", "nullable": True}}}}}}),
+            params=[{"name": "sessionId", "in": "query", "required": False, "schema": {"type": "string"}}, limit(100, 1000)],
+            errors=(400, 401))},
+        "/api/swarm/state/{namespace}/{key}": {
+            "get": _op("One sync_state entry", _ok(_REF("StateEntry")), params=_STATE_PARAMS, errors=(400, 401, 404)),
+            "put": {**_op("Write one sync_state entry (a new version from this node)", _ok(_REF("StateEntry")),
+                          params=_STATE_PARAMS, errors=(400, 401)),
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["value"], "properties": {"value": {}},
+                        "additionalProperties": False}}}}},
+        },
+        "/api/swarm/events": {"get": {"summary": "Server-sent events of changes (node status, heartbeats, directives, processes)",
+                                      "responses": {"200": {"description": "An event stream",
+                                                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                                    "401": _ERR}}},
+        "/metrics": {"get": {"summary": "Prometheus text format",
+                             "responses": {"200": {"description": "Metrics",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                           "401": _ERR}}},
+        "/api/swarm/directives": {
+            "get": _op(
+                "The directive audit trail, newest first",
+                _ok({"type": "object", "required": ["directives"],
+                     "properties": {"directives": {"type": "array", "items": _REF("DirectiveRecord")}}}),
+                params=[{"name": "status", "in": "query", "required": False, "schema": _schema_for(c.DirectiveStatus)},
+                        limit(50, 1000)],
+                errors=(400, 401)),
+            "post": {**_op("Dispatch a directive to a node (by id or URL) or a group",
+                           _ok({"oneOf": [_REF("DirectiveRecord"), {
+                               "type": "object", "required": ["group", "directives"],
+                               "properties": {"group": {"type": "string"},
+                                              "directives": {"type": "array", "items": _REF("DirectiveRecord")}}}]}),
+                           errors=(400, 401)),
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _REF("DispatchRequest")}}}},
+        },
     }
     return {
         "openapi": "3.0.3",

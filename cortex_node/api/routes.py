@@ -45,7 +45,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({
         "ok": True, "nodeId": c.node_id, "name": me.name, "status": me.status.value,
         "version": SWARM_VERSION, "uptimeSeconds": round((c.clock.now_ms() - c.started_at_ms) / 1000, 1),
-        "queue": c.handler.queue_figures(),
+        "queue": c.handler.queue_figures(), "loopLagSeconds": round(c.loop_lag_s, 3),
     })
 
 

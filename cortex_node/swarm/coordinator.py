@@ -115,6 +115,8 @@ class Coordinator:
         self._inflight: dict[str, asyncio.Task] = {}
         self._drain_deadline: asyncio.Task | None = None
         self._host_sample: tuple[float, HostSample] | None = None
+        self.loop_lag_s = 0.0  # how late the last sweep tick ran
+        self.max_loop_lag_s = 0.0  # the longest stall seen since start
 
     # --- start and stop -------------------------------------------------------------------------
     async def start(self) -> SwarmNode:
@@ -283,6 +285,15 @@ class Coordinator:
         if not self.heartbeat_stopped:
             await self.membership.fan_out(self.membership.heartbeat_payload(metrics, snap))
         return self.registry.to_wire(row)
+
+    def note_loop_lag(self, lag_s: float) -> None:
+        """Record how late the event loop ran. A long stall (a blocking handler, SIGSTOP, a
+        suspended VM) gives every peer a fresh grace period instead of a false verdict."""
+        self.loop_lag_s = max(0.0, lag_s)
+        if lag_s * 1000 > min(1000, self.settings.heartbeat_interval_ms):
+            self.max_loop_lag_s = max(self.max_loop_lag_s, lag_s)
+            log.warning("the event loop was blocked for %.1f s; peers get a fresh grace period", lag_s)
+            self.registry.grant_grace()
 
     async def sweep(self) -> list[str]:
         """Peers silent for longer than stale_after become disconnected; what they ran, unknown."""

@@ -55,6 +55,10 @@ class NodeRegistry:
         self.nodes = {row.id: row for row in await self.nodes_repo.load_all()}
         # Grace after our own restart: no peer is judged stale until it has had stale_after
         # to reach us again (its last receipt time is older than our downtime).
+        self.grant_grace()
+
+    def grant_grace(self) -> None:
+        """Judge no peer stale before stale_after from now (after our restart or a stall)."""
         self.started_at_ms = self.clock.now_ms()
 
     # --- reads ----------------------------------------------------------------------------------
