@@ -1,0 +1,3 @@
+from cortex_tui.app import main
+
+main()
