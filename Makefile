@@ -27,7 +27,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
 screenshots: $(STAMP)
-	$(BIN)/python -m bench.screenshots
+	command -v rsvg-convert >/dev/null || (apt-get update -q && apt-get install -y -q librsvg2-bin)
+	$(BIN)/python screenshots/generate.py
 
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q cortex_node cortex_tui
