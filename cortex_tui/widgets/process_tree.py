@@ -69,6 +69,9 @@ class ProcessTree(Tree[Key]):
         self._shown: dict[Key, tuple] = {}  # signature of the label each tree node displays
         self._processes: dict[int, Process] = {}
         self._stale_labels: set[int] = set()  # changed while folded away
+        self._structure: dict[int, tuple] = {}
+        self._shape_node_ids: list[str] = []
+        self._shape: tuple[dict[int, Key], dict[Key, list[int]]] = ({}, {})
 
     def show(self, nodes: Sequence[Node], processes: Sequence[Process]) -> None:
         only = self.only_node_id
@@ -81,7 +84,12 @@ class ProcessTree(Tree[Key]):
         node_ids += sorted({p.node_id for p in processes} - set(node_ids))
         if only is not None and only not in node_ids:
             node_ids.append(only)
-        wanted_parent, children = _tree_shape(by_pid, node_ids)
+        # the shape is recomputed only when some process appeared, vanished or moved
+        structure = {pid: (p.parent_pid, p.node_id) for pid, p in by_pid.items()}
+        if structure != self._structure or node_ids != self._shape_node_ids:
+            self._shape = _tree_shape(by_pid, node_ids)
+            self._structure, self._shape_node_ids = structure, node_ids
+        wanted_parent, children = self._shape
         unfold_nodes = len(processes) <= EXPAND_LIMIT or only is not None
 
         # 1. drop what vanished or moved (a moved subtree is added again below)
@@ -109,9 +117,13 @@ class ProcessTree(Tree[Key]):
             if self._shown.get(node_id) != signature:
                 self._branches[node_id].set_label(node_label(node, node_id, *counts))
                 self._shown[node_id] = signature
+        folded = {node_id for node_id in node_ids if not self._branches[node_id].is_expanded}
         for pid, p in by_pid.items():
             if self._shown.get(pid) != process_signature(p):
-                self._relabel_process(pid)
+                if p.node_id in folded:
+                    self._stale_labels.add(pid)  # relabelled when its branch is unfolded
+                else:
+                    self._relabel_process(pid)
 
     def _add(self, parent: TreeNode[Key], key: Key, label: Text, expand: bool) -> TreeNode[Key]:
         branch = parent.add(label, data=key, expand=expand, allow_expand=False)
