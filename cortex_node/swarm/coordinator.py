@@ -131,6 +131,7 @@ class Coordinator:
     async def stop(self, deadline_s: float = 10.0) -> None:
         """In-flight work finishes within the deadline; then everything is closed."""
         await self.handler.stop(deadline_s)
+        await self.membership.stop()
         if self._inflight:
             await asyncio.wait(list(self._inflight.values()), timeout=deadline_s)
         for task in list(self._inflight.values()):

@@ -57,6 +57,10 @@ class Membership:
         self._backoff: dict[str, _Backoff] = {}
         self._card_checked: dict[str, float] = {}
         self.beat_now = asyncio.Event()  # set when new peers should hear from us without waiting
+        self._in_flight: dict[str, asyncio.Task] = {}  # peer id -> its heartbeat call under way
+        self._fan_out_limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+        self._digest_seen: dict[str, str] = {}  # peer id -> the digest version it last sent us
+        self._digest: tuple[str, dict[str, Any]] | None = None  # our digest, by version
 
     def methods(self) -> dict[str, Any]:
         return {HEARTBEAT_METHOD: self.on_heartbeat, LEAVE_METHOD: self.on_leave, CONTROL_METHOD: self.on_control}
@@ -75,22 +79,33 @@ class Membership:
         return [r for r in self.c.registry.list() if not r.is_self and r.lifecycle is not Lifecycle.SEALED]
 
     async def fan_out(self, payload: dict[str, Any]) -> None:
-        peers = self.peers()
-        if not peers:
-            return
+        """Send this beat to every peer whose previous heartbeat call has finished: a slow or
+        dead peer costs its own call's timeout, never the beat's cadence for the others."""
         timeout = max(0.2, min(5.0, self.c.settings.heartbeat_interval_ms / 1000))
-        limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+        for row in self.peers():
+            if row.id in self._in_flight:
+                continue
+            params = dict(payload, digestVersion=self._digest_seen.get(row.id))
+            task = asyncio.create_task(self._beat_one(row, params, timeout), name=f"heartbeat-to-{row.id}")
+            self._in_flight[row.id] = task
+            task.add_done_callback(lambda _t, node_id=row.id: self._in_flight.pop(node_id, None))
 
-        async def one(row: Any) -> None:
-            async with limit:
-                try:
-                    digest = await self.c.transport.client.call(self._rpc_url(row), HEARTBEAT_METHOD, payload, timeout)
-                except (PeerUnreachable, A2AError) as exc:
-                    log.debug("heartbeat to %s (%s) failed: %s", row.name, row.id, exc)
-                    return
-                await self._learn(digest)
+    async def _beat_one(self, row: Any, params: dict[str, Any], timeout: float) -> None:
+        async with self._fan_out_limit:
+            try:
+                digest = await self.c.transport.client.call(self._rpc_url(row), HEARTBEAT_METHOD, params, timeout)
+            except (PeerUnreachable, A2AError) as exc:
+                log.debug("heartbeat to %s (%s) failed: %s", row.name, row.id, exc)
+                return
+        if isinstance(digest, dict) and isinstance(digest.get("digestVersion"), str):
+            self._digest_seen[row.id] = digest["digestVersion"]
+        await self._learn(digest)
 
-        await asyncio.gather(*(one(r) for r in peers))
+    async def stop(self) -> None:
+        tasks = list(self._in_flight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def leave(self, reason: str) -> None:
         """Tell every peer at once that we are sealed, so nobody waits for staleness."""
@@ -155,14 +170,21 @@ class Membership:
         appeared = c.remote.sync_remote_resources(reg.id, processes)
         for pid in appeared:
             c.emit("process.started", {"pid": pid, "nodeId": reg.id})
-        return self.digest()
+        return self.digest(params.get("digestVersion"))
 
-    def digest(self) -> dict[str, Any]:
+    def digest(self, known_version: Any = None) -> dict[str, Any]:
+        """Our membership digest; when the caller already holds the current version, only
+        the version (a fleet of N nodes would otherwise ship N^2 entries per interval)."""
         c = self.c
-        return {"nodeId": c.node_id, "members": [
-            {"id": r.id, "name": r.name, "endpoint": r.endpoint, "a2aEndpoint": r.a2a_endpoint,
-             "status": r.status.value, "groupName": r.group_name, "tier": r.tier.value}
-            for r in c.registry.list()]}
+        version = f"{c.boot_id}:{c.registry.membership_version}"
+        if known_version == version:
+            return {"nodeId": c.node_id, "digestVersion": version, "unchanged": True}
+        if self._digest is None or self._digest[0] != version:
+            members = [{"id": r.id, "name": r.name, "endpoint": r.endpoint, "a2aEndpoint": r.a2a_endpoint,
+                        "status": r.status.value, "groupName": r.group_name, "tier": r.tier.value}
+                       for r in c.registry.list()]
+            self._digest = (version, {"nodeId": c.node_id, "digestVersion": version, "members": members})
+        return self._digest[1]
 
     async def on_leave(self, params: dict[str, Any]) -> dict[str, Any]:
         node_id = params.get("nodeId")

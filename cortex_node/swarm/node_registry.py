@@ -50,6 +50,9 @@ class NodeRegistry:
         self.nodes: dict[str, NodeRow] = {}
         self.started_at_ms = clock.now_ms()
         self._on_event = on_event or (lambda kind, data: None)
+        # moves whenever a node is added or changes status: a membership digest is rebuilt (and
+        # sent) only when it moved
+        self.membership_version = 0
 
     async def load(self) -> None:
         self.nodes = {row.id: row for row in await self.nodes_repo.load_all()}
@@ -140,6 +143,7 @@ class NodeRegistry:
         if superseded is not None:
             self.nodes.pop(superseded.id, None)
         self.nodes[node_id] = row
+        self.membership_version += 1
         if existing is None:
             self._on_event("node.registered", {"nodeId": node_id, "name": reg.name})
         return row
@@ -172,6 +176,7 @@ class NodeRegistry:
         self.nodes[node_id] = new
         self._on_event("node.heartbeat", {"nodeId": node_id, "status": new.status.value})
         if new.status is not was:
+            self.membership_version += 1
             self._on_event("node.status", {"nodeId": node_id, "from": was.value, "to": new.status.value})
         return new
 
@@ -190,6 +195,7 @@ class NodeRegistry:
 
         await self.store.write(job)
         self.nodes[node_id] = new
+        self.membership_version += 1
         self._on_event("node.status", {"nodeId": node_id, "from": row.status.value, "to": new.status.value})
         return new
 
@@ -215,6 +221,7 @@ class NodeRegistry:
         for new in changed:
             was = self.nodes[new.id].status
             self.nodes[new.id] = new
+            self.membership_version += 1
             log.warning("node %s (%s) disconnected: no heartbeat within %d ms", new.name, new.id, self.stale_after_ms)
             self._on_event("node.status", {"nodeId": new.id, "from": was.value, "to": new.status.value})
         return [r.id for r in changed]

@@ -173,3 +173,24 @@ def test_the_event_stream_and_metrics(node_factory) -> None:
     assert "# TYPE cortex_directive_queue_length gauge" in text
     assert token not in text
     assert n1.get("/metrics", token=None)[0] == 401
+
+
+def test_the_digest_is_sent_only_when_membership_changed(node_factory) -> None:
+    from tests.support.nodes import http
+    n = node_factory("digest", *FAST)
+
+    def beat(peer: str, known=None) -> dict:
+        params = {"node": {"id": peer, "name": peer, "endpoint": f"http://127.0.0.1:{9000 + len(peer)}"},
+                  "lifecycle": "active", "metrics": {}, "counters": {}, "processes": [], "digestVersion": known}
+        status, answer = http("POST", n.url + "/a2a", {"jsonrpc": "2.0", "id": 1, "method": "SwarmHeartbeat",
+                                                       "params": params}, headers={"A2A-Version": "1.0"})
+        assert status == 200, answer
+        return answer["result"]
+
+    first = beat("node_p1")
+    assert {m["id"] for m in first["members"]} == {n.node_id, "node_p1"}
+    again = beat("node_p1", first["digestVersion"])
+    assert again == {"nodeId": n.node_id, "digestVersion": first["digestVersion"], "unchanged": True}
+    beat("node_p22")  # a new member moves the version: the full digest comes back
+    changed = beat("node_p1", first["digestVersion"])
+    assert "node_p22" in {m["id"] for m in changed["members"]}
