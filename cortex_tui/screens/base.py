@@ -109,6 +109,15 @@ class NodeControlScreen(DashboardScreen):
             return None
         return True
 
+    def refresh_control_keys(self) -> None:
+        """Re-evaluate d/u/s only when the selected node or its lifecycle changed: a bindings
+        refresh rebuilds the footer, too costly for every poll."""
+        node = self.selected_node
+        key = (node.id, node.lifecycle) if node else None
+        if key != getattr(self, "_control_keys_for", object()):
+            self._control_keys_for = key
+            self.refresh_bindings()
+
     def action_control(self, action: str) -> None:
         node = self.selected_node
         if node is not None:

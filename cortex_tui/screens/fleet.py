@@ -57,7 +57,7 @@ class FleetScreen(NodeControlScreen):
         self.table.show_nodes(fleet.nodes)
         self.query_one(ProcessTree).show(fleet.nodes, fleet.processes)
         self._show_selected_series()
-        self.refresh_bindings()  # drain/undrain follow the selected node's lifecycle
+        self.refresh_control_keys()  # drain/undrain follow the selected node's lifecycle
 
     def show_series(self, node_id: str, snapshots: list[Snapshot], window_ms: int | None) -> None:
         node = self.selected_node
@@ -73,7 +73,7 @@ class FleetScreen(NodeControlScreen):
     @on(DataTable.RowHighlighted, "#nodes")
     def _selection_moved(self) -> None:
         self._show_selected_series()
-        self.refresh_bindings()
+        self.refresh_control_keys()
         self.dashboard.fetch_wanted_soon()
 
     @on(DataTable.RowSelected, "#nodes")

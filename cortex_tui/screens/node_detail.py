@@ -68,7 +68,7 @@ class NodeDetailScreen(NodeControlScreen):
         self._node = next((n for n in fleet.nodes if n.id == self.node_id), None)
         self.query_one(NodeFacts).show(self._node, self.node_id, fleet.server_now_ms, self.dashboard.stale_after_ms)
         self.query_one(ProcessTree).show(fleet.nodes, fleet.processes)
-        self.refresh_bindings()
+        self.refresh_control_keys()
 
     def show_series(self, node_id: str, snapshots: list[Snapshot], window_ms: int | None) -> None:
         fleet = self.dashboard.fleet

@@ -72,6 +72,7 @@ class ProcessTree(Tree[Key]):
         self._structure: dict[int, tuple] = {}
         self._shape_node_ids: list[str] = []
         self._shape: tuple[dict[int, Key], dict[Key, list[int]]] = ({}, {})
+        self._relabelled = False  # a label changed in this pass: repaint once at its end
 
     def show(self, nodes: Sequence[Node], processes: Sequence[Process]) -> None:
         only = self.only_node_id
@@ -115,8 +116,9 @@ class ProcessTree(Tree[Key]):
             node, counts = nodes_by_id.get(node_id), (total[node_id], running[node_id])
             signature = node_signature(node, node_id, *counts)
             if self._shown.get(node_id) != signature:
-                self._branches[node_id].set_label(node_label(node, node_id, *counts))
+                self._set_label(self._branches[node_id], node_label(node, node_id, *counts))
                 self._shown[node_id] = signature
+        self._relabelled = False
         folded = {node_id for node_id in node_ids if not self._branches[node_id].is_expanded}
         for pid, p in by_pid.items():
             if self._shown.get(pid) != process_signature(p):
@@ -124,6 +126,15 @@ class ProcessTree(Tree[Key]):
                     self._stale_labels.add(pid)  # relabelled when its branch is unfolded
                 else:
                     self._relabel_process(pid)
+        if self._relabelled:
+            self._invalidate()
+
+    def _set_label(self, branch: TreeNode[Key], label: Text) -> None:
+        """TreeNode.set_label without its callback per label: with hundreds of labels changed in
+        one refresh those callbacks were most of its cost. ``show`` repaints once instead."""
+        branch._label = self.process_label(label)
+        branch._updates += 1
+        self._relabelled = True
 
     def _add(self, parent: TreeNode[Key], key: Key, label: Text, expand: bool) -> TreeNode[Key]:
         branch = parent.add(label, data=key, expand=expand, allow_expand=False)
@@ -164,11 +175,12 @@ class ProcessTree(Tree[Key]):
             self._stale_labels.add(pid)
             return
         p = self._processes[pid]
-        branch.set_label(process_label(p))
+        self._set_label(branch, process_label(p))
         self._shown[pid] = process_signature(p)
         self._stale_labels.discard(pid)
 
     def on_tree_node_expanded(self, event: Tree.NodeExpanded[Key]) -> None:
+        self._relabelled = False
         pending = list(event.node.children)
         while pending:
             branch = pending.pop()
@@ -176,6 +188,8 @@ class ProcessTree(Tree[Key]):
                 self._relabel_process(branch.data)
             if branch.is_expanded:
                 pending.extend(branch.children)
+        if self._relabelled:
+            self._invalidate()
 
 
 def _tree_shape(by_pid: dict[int, Process], node_ids: list[str]) -> tuple[dict[int, Key], dict[Key, list[int]]]:
