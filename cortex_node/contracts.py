@@ -12,10 +12,11 @@ import math
 import secrets
 import string
 import time
+import types
 import typing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 # --- constants of the CortexPrism "Swarm" design -------------------------------------------------
 HEARTBEAT_INTERVAL_MS = 30_000
@@ -230,93 +231,128 @@ class WireError(ValueError):
     """A wire document that does not fit its type; the message names the field."""
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
 def from_wire(cls: type, data: Any, where: str = "") -> Any:
-    """camelCase dict -> dataclass, checking types and enums. Unknown keys are ignored."""
-    if not isinstance(data, dict):
-        raise WireError(f"{where or cls.__name__} must be an object, got {type(data).__name__}")
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, key, required in _read_fields(cls):
-        if key not in data:
-            if required:
-                raise WireError(f"{where}.{key} is required" if where else f"{key} is required")
-            continue
-        kwargs[name] = _coerce(hints[name], data[key], f"{where}.{key}" if where else key)
-    return cls(**kwargs)
+    """camelCase dict -> dataclass, checking types and enums. Unknown keys are ignored.
+    On every request path: each class's field checks are built once (see ``_reader``)."""
+    return _reader(cls)(data, where)
 
 
-_READ_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+Reader = Callable[[Any, str], Any]  # (value, path of the value) -> the checked value
+_READERS: dict[Any, Reader] = {}
 
 
-def _read_fields(cls: type) -> tuple[tuple[str, str, bool], ...]:
-    fields = _READ_FIELDS.get(cls)
-    if fields is None:
-        fields = _READ_FIELDS[cls] = tuple(
-            (f.name, camel(f.name), f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-            for f in dataclasses.fields(cls))
-    return fields
+def _join(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
 
 
-def _coerce(hint: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, path)
-            except WireError as exc:
-                errors.append(str(exc))
-        raise WireError(errors[0] if errors else f"{path} has the wrong type")
+def _reader(hint: Any) -> Reader:
+    reader = _READERS.get(hint)
+    if reader is None:
+        reader = _READERS[hint] = _build_reader(hint)
+    return reader
+
+
+def _build_reader(hint: Any) -> Reader:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        choices = [_reader(a) for a in args if a is not type(None)]
+
+        def read_union(value: Any, path: str) -> Any:
+            if value is None and optional:
+                return None
+            errors = []
+            for choice in choices:
+                try:
+                    return choice(value, path)
+                except WireError as exc:
+                    errors.append(str(exc))
+            raise WireError(errors[0] if errors else f"{path} has the wrong type")
+        return read_union
     if hint is Any:
-        return value
+        return lambda value, path: value
     if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise WireError(f"{path} must be a list")
-        inner = args[0] if args else Any
-        return [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
+        inner = _reader(args[0] if args else Any)
+
+        def read_list(value: Any, path: str) -> list:
+            if not isinstance(value, list):
+                raise WireError(f"{path} must be a list")
+            return [inner(v, _join(path, i)) for i, v in enumerate(value)]
+        return read_list
     if origin is dict:
-        if not isinstance(value, dict):
-            raise WireError(f"{path} must be an object")
-        return dict(value)
+        def read_dict(value: Any, path: str) -> dict:
+            if not isinstance(value, dict):
+                raise WireError(f"{path} must be an object")
+            return dict(value)
+        return read_dict
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            allowed = ", ".join(str(m.value) for m in hint)
-            raise WireError(f"{path} must be one of {allowed}; got {value!r}") from None
+        by_value = {m.value: m for m in hint}
+        allowed = ", ".join(str(m.value) for m in hint)
+
+        def read_enum(value: Any, path: str) -> Any:
+            try:
+                return by_value[value]
+            except (KeyError, TypeError):
+                raise WireError(f"{path} must be one of {allowed}; got {value!r}") from None
+        return read_enum
     if dataclasses.is_dataclass(hint):
-        return from_wire(hint, value, path)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise WireError(f"{path} must be true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise WireError(f"{path} must be an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise WireError(f"{path} must be a number")
-        if not math.isfinite(value):
-            raise WireError(f"{path} must be a finite number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise WireError(f"{path} must be a string")
-        return value
+        return _dataclass_reader(hint)
+    return _SCALAR_READERS.get(hint, lambda value, path: value)
+
+
+def _dataclass_reader(cls: type) -> Reader:
+    hints = typing.get_type_hints(cls)
+    fields = [(f.name, camel(f.name),
+               f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+              for f in dataclasses.fields(cls)]
+    readers: dict[str, Reader] = {}
+
+    def read_dataclass(data: Any, where: str) -> Any:
+        if not isinstance(data, dict):
+            raise WireError(f"{where or cls.__name__} must be an object, got {type(data).__name__}")
+        if not readers:  # filled on first use: a field may name its own class
+            readers.update((name, _reader(hints[name])) for name, _, _ in fields)
+        kwargs = {}
+        for name, key, required in fields:
+            if key in data:
+                kwargs[name] = readers[name](data[key], _join(where, key))
+            elif required:
+                raise WireError(f"{_join(where, key)} is required")
+        return cls(**kwargs)
+    return read_dataclass
+
+
+def _read_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise WireError(f"{path} must be true or false")
     return value
+
+
+def _read_int(value: Any, path: str) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise WireError(f"{path} must be an integer")
+
+
+def _read_float(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WireError(f"{path} must be a number")
+    if not math.isfinite(value):
+        raise WireError(f"{path} must be a finite number")
+    return float(value)
+
+
+def _read_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise WireError(f"{path} must be a string")
+    return value
+
+
+_SCALAR_READERS: dict[Any, Reader] = {bool: _read_bool, int: _read_int, float: _read_float, str: _read_str}
 
 
 # --- the swarm's documents ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from cortex_node import jsonfast
 from cortex_node.contracts import Lifecycle, NodeMetrics, NodeStatus, NodeTier, format_ts, parse_ts, to_wire
 from cortex_node.store.db import Store
 
@@ -95,6 +96,20 @@ class NodeRepo:
     @staticmethod
     def upsert(conn: sqlite3.Connection, row: NodeRow) -> None:
         conn.execute(_UPSERT, _params(row))
+
+    @staticmethod
+    def record_beat(conn: sqlite3.Connection, row: NodeRow) -> None:
+        """The columns a heartbeat changes, for a row that exists (cheaper than the upsert on the
+        heartbeat path)."""
+        m = row.metrics
+        conn.execute(
+            "UPDATE nodes SET status = ?, last_heartbeat = ?, updated_at = ?, metrics_json = ?, cpu_percent = ?,"
+            " memory_used_mb = ?, memory_total_mb = ?, active_sessions = ?, active_processes = ?, boot_id = ?,"
+            " lifecycle = ?, drained = ? WHERE id = ?",
+            (row.status.value, format_ts(row.last_heartbeat_ms), format_ts(row.updated_at_ms),
+             jsonfast.dumps(to_wire(m)).decode(), m.cpu_percent, m.memory_used_mb, m.memory_total_mb,
+             m.active_sessions, m.active_processes, row.boot_id, row.lifecycle.value, int(row.drained), row.id),
+        )
 
     @staticmethod
     def delete(conn: sqlite3.Connection, node_id: str) -> None:

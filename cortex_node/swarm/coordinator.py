@@ -300,7 +300,7 @@ class Coordinator:
         """Peers silent for longer than stale_after become disconnected; what they ran, unknown."""
         changed = await self.registry.sweep()
         for node_id in changed:
-            self.remote.mark_node_unknown(node_id)
+            self.membership.node_silent(node_id)
         return changed
 
     async def discover_peers(self, endpoints: list[str] | tuple[str, ...] = ()) -> list[str]:

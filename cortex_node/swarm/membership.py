@@ -41,6 +41,7 @@ HEARTBEAT_METHOD = "SwarmHeartbeat"
 LEAVE_METHOD = "SwarmLeave"
 CONTROL_METHOD = "SwarmControl"
 FAN_OUT_CONCURRENCY = 32
+_COUNTER_KEYS = tuple((f, camel(f)) for f in SNAPSHOT_FIELDS)
 BACKOFF_MAX_S = 300.0
 CARD_REFRESH_S = 300.0
 
@@ -61,6 +62,7 @@ class Membership:
         self._fan_out_limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
         self._digest_seen: dict[str, str] = {}  # peer id -> the digest version it last sent us
         self._digest: tuple[str, dict[str, Any]] | None = None  # our digest, by version
+        self._last_processes: dict[str, list] = {}  # peer id -> the process list of its last beat
 
     def methods(self) -> dict[str, Any]:
         return {HEARTBEAT_METHOD: self.on_heartbeat, LEAVE_METHOD: self.on_leave, CONTROL_METHOD: self.on_control}
@@ -154,8 +156,10 @@ class Membership:
             counters = params.get("counters") or {}
             if not isinstance(counters, dict):
                 raise ValueError("counters must be an object")
-            snap = Snapshot(**{f: _number(counters.get(camel(f), 0), camel(f)) for f in SNAPSHOT_FIELDS})
-            processes = processes_from_wire(params.get("processes") or [])
+            snap = Snapshot(**{f: _number(counters.get(key, 0), key) for f, key in _COUNTER_KEYS})
+            raw_processes = params.get("processes") or []
+            # most beats repeat the last list: parse and sync only what changed
+            processes = None if raw_processes == self._last_processes.get(reg.id) else processes_from_wire(raw_processes)
         except (WireError, ValueError) as exc:
             raise InvalidParamsError(f"malformed heartbeat: {exc}") from None
         if not reg.id:
@@ -167,10 +171,16 @@ class Membership:
         if row is None or _changed(row, reg):
             await c.registry.register(reg)
         await c.registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
-        appeared = c.remote.sync_remote_resources(reg.id, processes)
-        for pid in appeared:
-            c.emit("process.started", {"pid": pid, "nodeId": reg.id})
+        if processes is not None:
+            self._last_processes[reg.id] = raw_processes
+            for pid in c.remote.sync_remote_resources(reg.id, processes):
+                c.emit("process.started", {"pid": pid, "nodeId": reg.id})
         return self.digest(params.get("digestVersion"))
+
+    def node_silent(self, node_id: str) -> None:
+        """A peer went quiet or left: what it ran is unknown until its next beat says."""
+        self._last_processes.pop(node_id, None)  # so that next beat re-syncs even if unchanged
+        self.c.remote.mark_node_unknown(node_id)
 
     def digest(self, known_version: Any = None) -> dict[str, Any]:
         """Our membership digest; when the caller already holds the current version, only
@@ -192,7 +202,7 @@ class Membership:
             raise InvalidParamsError("SwarmLeave needs the nodeId of a known peer")
         reason = params.get("reason") if isinstance(params.get("reason"), str) else "sealed"
         await self.c.registry.set_lifecycle(node_id, Lifecycle.SEALED, f"left the swarm: {reason}"[:200])
-        self.c.remote.mark_node_unknown(node_id)
+        self.node_silent(node_id)
         return {"ok": True}
 
     async def on_control(self, params: dict[str, Any]) -> dict[str, Any]:

@@ -167,7 +167,7 @@ class NodeRegistry:
         if lifecycle is not None and lifecycle is not row.lifecycle:
             events.append((lifecycle.value if lifecycle is not Lifecycle.ACTIVE else "undrained", "reported by the node"))
         def job(conn: sqlite3.Connection) -> None:
-            NodeRepo.upsert(conn, new)
+            NodeRepo.record_beat(conn, new)
             self.snapshots.append(conn, node_id, snapshot, now, reset=restarted)
             for kind, detail in events:
                 EventRepo.add(conn, node_id, kind, detail, now)

@@ -23,6 +23,7 @@ class RemoteKernel:
         self.clock = clock
         self._next_pid = REMOTE_PID_BASE
         self._pid_of: dict[tuple[str, int], int] = {}
+        self._pids_by_node: dict[str, set[int]] = {}  # so a node's sync never scans the others
         self.processes: dict[int, ProcessInfo] = {}
 
     def register_remote_process(self, node_id: str, info: ProcessInfo, parent_pid: int | None = None) -> ProcessInfo:
@@ -33,6 +34,7 @@ class RemoteKernel:
             pid = self._next_pid
             self._next_pid += 1
             self._pid_of[key] = pid
+            self._pids_by_node.setdefault(node_id, set()).add(pid)
         previous = self.processes.get(pid)
         proc = replace(
             info, pid=pid, remote_pid=info.pid, node_id=node_id,
@@ -57,6 +59,7 @@ class RemoteKernel:
         if pid is None:
             return False
         self.processes.pop(pid, None)
+        self._pids_by_node[node_id].discard(pid)
         return True
 
     def sync_remote_resources(self, node_id: str, processes: Iterable[ProcessInfo]) -> list[int]:
@@ -87,7 +90,7 @@ class RemoteKernel:
                 proc.status = "unknown"
 
     def pids_of(self, node_id: str) -> list[int]:
-        return [pid for (nid, _), pid in self._pid_of.items() if nid == node_id]
+        return sorted(self._pids_by_node.get(node_id, ()))
 
     def count_for(self, node_id: str) -> int:
         return sum(1 for pid in self.pids_of(node_id) if self.processes[pid].status not in FINISHED)
@@ -96,10 +99,9 @@ class RemoteKernel:
         return sorted(self.processes.values(), key=lambda p: p.pid)
 
     def _trim(self, node_id: str) -> None:
-        finished = sorted((pid for pid in self.pids_of(node_id) if self.processes[pid].status in FINISHED))
+        finished = [pid for pid in self.pids_of(node_id) if self.processes[pid].status in FINISHED]
         for pid in finished[: max(0, len(finished) - FINISHED_KEPT_PER_NODE)]:
-            proc = self.processes.pop(pid)
-            self._pid_of.pop((node_id, proc.remote_pid), None)
+            self.unregister_remote_process(node_id, self.processes[pid].remote_pid)
 
 
 def processes_from_wire(items: Any) -> list[ProcessInfo]:
