@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cortex_node.api.http import error_middleware, make_auth_middleware, make_rate_limit_middleware
+from cortex_node.api.http import MAX_BODY_BYTES, error_middleware, make_auth_middleware, make_rate_limit_middleware
 from cortex_node.api.routes import COORDINATOR, routes
 from cortex_node.clock import Clock, SystemClock
 from cortex_node.config import NodeSettings, check_bind_policy
@@ -32,7 +32,6 @@ from cortex_node.swarm.coordinator import Coordinator, load_or_create_node_id
 
 log = logging.getLogger("cortex.node")
 
-MAX_BODY_BYTES = 1024 * 1024
 SEAL_DEADLINE_S = 30.0  # in-flight work gets this long to finish when a node is sealed
 RUNTIME_FILE = "runtime.json"
 LOCK_FILE = "node.lock"
@@ -51,7 +50,6 @@ def build_app(coordinator: Coordinator) -> web.Application:
     middlewares.append(make_auth_middleware(settings.token))
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[COORDINATOR] = coordinator
-    app["max_body"] = MAX_BODY_BYTES
     app.add_routes(routes)
     app.add_routes(coordinator.a2a.routes())
     return app

@@ -268,7 +268,8 @@ def load_settings(
         try:
             values[attr] = check(raw)
         except ValueError as exc:
-            raise ConfigError(f"{path}: \"swarm.{key}\" is {raw!r}; it must be {exc}") from None
+            shown = "(hidden)" if key == "token" else repr(raw)
+            raise ConfigError(f"{path}: \"swarm.{key}\" is {shown}; it must be {exc}") from None
 
     for key, (attr, check, var) in KEYS.items():
         if var and env.get(var, "") != "":

@@ -231,6 +231,27 @@ class WireError(ValueError):
     """A wire document that does not fit its type; the message names the field."""
 
 
+MAX_JSON_DEPTH = 64  # deeper documents are refused: nothing of ours nests that far, and
+#                      storing or echoing them would exhaust the recursion limit
+
+
+def json_depth_exceeds(doc: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``doc`` nests lists/objects more than ``limit`` levels (checked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def from_wire(cls: type, data: Any, where: str = "") -> Any:
     """camelCase dict -> dataclass, checking types and enums. Unknown keys are ignored.
     On every request path: each class's field checks are built once (see ``_reader``)."""

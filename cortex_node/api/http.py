@@ -16,6 +16,8 @@ log = logging.getLogger("cortex.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+MAX_BODY_BYTES = 1024 * 1024  # larger request bodies get a 413
+
 # Routes anyone may read: the A2A agent card (spec §8), liveness and the API description.
 PUBLIC_PREFIXES = ("/.well-known/", "/healthz", "/openapi.json")
 
@@ -82,7 +84,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif exc.status == 405:
             message = f"{request.method} is not allowed on {request.path}"
         elif exc.status == 413:
-            message = f"request body too large (limit {request.app['max_body']} bytes)"
+            message = f"request body too large (limit {MAX_BODY_BYTES} bytes)"
         resp = error_body(exc.status, message)
         for key in ("Allow", "Retry-After"):
             if key in exc.headers:

@@ -9,11 +9,13 @@ from aiohttp import web
 
 from cortex_node.contracts import (
     DEFAULT_TTL_MS,
+    MAX_JSON_DEPTH,
     SNAPSHOT_RETENTION,
     SWARM_VERSION,
     DirectiveKind,
     DirectivePriority,
     DirectiveStatus,
+    json_depth_exceeds,
     parse_ts,
 )
 from cortex_node.api.http import ApiError, json_response, query_enum, query_int, read_json_object
@@ -159,6 +161,8 @@ def _parse_dispatch(body: dict) -> dict:
     payload = body.get("payload", {})
     if not isinstance(payload, dict):
         raise ApiError(400, "'payload' must be a JSON object")
+    if json_depth_exceeds(payload):
+        raise ApiError(400, f"'payload' nests deeper than {MAX_JSON_DEPTH} levels")
     ttl = body.get("ttlMs", DEFAULT_TTL_MS)
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_MS:
         raise ApiError(400, f"'ttlMs' must be an integer from 1 to {MAX_TTL_MS}; got {ttl!r}")
@@ -237,6 +241,8 @@ async def put_state(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     if set(body) != {"value"}:
         raise ApiError(400, "the body must be {\"value\": <any JSON>}")
+    if json_depth_exceeds(body):
+        raise ApiError(400, f"'value' nests deeper than {MAX_JSON_DEPTH} levels")
     entry = await _coord(request).handler.put_state(namespace, key, body["value"])
     return json_response({"namespace": namespace, "key": key, **entry.to_wire()})
 

@@ -284,9 +284,12 @@ def registration_from_card(card: dict[str, Any], base_url: str) -> SwarmNodeRegi
 
 
 
+MAX_COUNTER = 1e15  # far beyond any real total; larger values are garbage that would poison sums
+
+
 def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"counters.{name} must be a number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_COUNTER:
+        raise ValueError(f"counters.{name} must be a number from 0 to {MAX_COUNTER:g}; got {value!r}")
     return value
 
 

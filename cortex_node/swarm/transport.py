@@ -28,9 +28,12 @@ from cortex_node.contracts import (
     DirectiveResultStatus,
     SwarmDirective,
     SwarmDirectiveResult,
+    MAX_JSON_DEPTH,
     WireError,
     format_ts,
     from_wire,
+    json_depth_exceeds,
+    parse_ts,
     to_wire,
 )
 
@@ -43,6 +46,9 @@ MAX_TTL_MS = 24 * 3600 * 1000
 
 _METADATA_KEYS = (("kind", "swarmKind"), ("priority", "swarmPriority"), ("sourceNodeId", "swarmSourceNodeId"),
                   ("directiveId", "swarmDirectiveId"), ("ttlMs", "swarmTtlMs"))
+
+
+_KINDS = frozenset(k.value for k in DirectiveKind)
 
 
 class EnvelopeError(ValueError):
@@ -87,6 +93,15 @@ def message_to_directive(message: dict[str, Any], *, target_node_id: str, now_ms
         d = from_wire(SwarmDirective, doc, "directive")
     except WireError as exc:
         raise EnvelopeError(str(exc)) from None
+    if json_depth_exceeds(d.payload):
+        raise EnvelopeError(f"directive.payload nests deeper than {MAX_JSON_DEPTH} levels")
+    for name, value in (("createdAt", d.created_at), ("expiresAt", d.expires_at)):
+        if value is not None:
+            try:
+                parse_ts(value)
+            except (ValueError, OverflowError):
+                raise EnvelopeError(f"directive.{name} must be an ISO 8601 timestamp such as "
+                                    f"2026-11-26T10:00:00Z; got {value[:40]!r}") from None
     if not 1 <= d.ttl_ms <= MAX_TTL_MS:
         raise EnvelopeError(f"directive.ttlMs must be from 1 to {MAX_TTL_MS}; got {d.ttl_ms}")
     if not d.directive_id or len(d.directive_id) > 128:
@@ -103,14 +118,14 @@ def _legacy_envelope(parts: list[Any]) -> dict[str, Any] | None:
             env = json.loads(text)
         except (ValueError, RecursionError):
             continue
-        if not isinstance(env, dict) or env.get("kind") not in {k.value for k in DirectiveKind}:
+        if not isinstance(env, dict) or not isinstance(env.get("kind"), str) or env["kind"] not in _KINDS:
             continue
         payload = env.get("payload", {})
         if isinstance(payload, str):  # older senders double-encoded the payload
             try:
                 payload = json.loads(payload)
-            except ValueError:
-                raise EnvelopeError("directive.payload is a string that is not JSON") from None
+            except (ValueError, RecursionError):
+                raise EnvelopeError("directive.payload is a string that is not JSON (or nests too deep)") from None
         doc = {"kind": env["kind"], "payload": payload, "priority": env.get("priority", "normal"),
                "sourceNodeId": env.get("sourceNodeId")}
         for key in ("directiveId", "ttlMs", "parentDirectiveId"):
