@@ -24,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def wait_until(condition: Callable[[], Any | Awaitable[Any]], *, timeout: float = 10.0,
+async def wait_until(condition: Callable[[], Any | Awaitable[Any]], *, timeout: float = 30.0,
                      what: str = "condition", step: float = 0.05) -> Any:
     """Poll ``condition`` (sync or async) until it is truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
