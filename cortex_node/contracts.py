@@ -180,7 +180,8 @@ def base36(n: int) -> str:
 
 
 def new_id(prefix: str, now_ms: int) -> str:
-    rand = "".join(secrets.choice(_B36) for _ in range(5))
+    # one draw for the five random characters (secrets.choice per character was 5 % of dispatch)
+    rand = base36(secrets.randbelow(36 ** 5)).rjust(5, "0")
     return f"{prefix}_{base36(int(now_ms))}_{rand}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import math
 import sys
@@ -52,7 +53,8 @@ log = logging.getLogger("cortex.tui")
 
 INTERVAL_STEPS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 RECENT_SERIES_KEPT = 64  # sparkline series cached per node, so moving the cursor shows data at once
-SELECTION_SETTLE_S = 0.25  # fetch for a new selection once the cursor stops moving
+SELECTION_SETTLE_S = 0.25
+GC_THRESHOLDS = (50_000, 20, 20)  # for the daemon-sized object graphs of a big fleet (see on_mount)  # fetch for a new selection once the cursor stops moving
 
 
 class CortexTui(App[None]):
@@ -87,6 +89,11 @@ class CortexTui(App[None]):
         return FleetScreen()
 
     def on_mount(self) -> None:
+        # A large fleet is a large, long-lived object graph (10,000 tree nodes): with the default
+        # thresholds the collector walked it several times per refresh. What exists at start is
+        # frozen out of collection, and young collections run less often.
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         self._poll_forever()
 
     async def on_unmount(self) -> None:

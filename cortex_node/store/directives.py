@@ -60,18 +60,23 @@ class DirectiveRepo:
 
     @staticmethod
     def finish(conn: sqlite3.Connection, directive_id: str, role: str, status: DirectiveStatus, output: Any,
-               error: str | None, metrics: dict[str, Any], now_ms: int) -> bool:
-        """Record the terminal state once: a row already terminal is never overwritten."""
+               error: str | None, metrics: dict[str, Any], now_ms: int) -> tuple[bool, dict[str, Any] | None]:
+        """Record the terminal state once: a row already terminal is never overwritten. Returns
+        whether this call wrote it, and the row as it now stands (no second read needed)."""
         ts = format_ts(now_ms)
-        cur = conn.execute(
+        row = conn.execute(
             "UPDATE swarm_directives SET status = ?, output = ?, error = ?, tokens_in = ?, tokens_out = ?,"
             " cost_usd = ?, duration_ms = ?, tool_calls = ?, completed_at = ?, updated_at = ?"
-            " WHERE directive_id = ? AND role = ? AND status IN ('pending', 'dispatched')",
+            f" WHERE directive_id = ? AND role = ? AND status IN ('pending', 'dispatched') RETURNING {_FIELDS}",
             (status.value, _text(output) if output is not None else None, error,
              int(metrics.get("tokensIn", 0)), int(metrics.get("tokensOut", 0)), float(metrics.get("costUsd", 0.0)),
              int(metrics.get("durationMs", 0)), int(metrics.get("toolCalls", 0)), ts, ts, directive_id, role),
-        )
-        return cur.rowcount == 1
+        ).fetchone()
+        if row is not None:
+            return True, _row_to_wire(row)
+        row = conn.execute(f"SELECT {_FIELDS} FROM swarm_directives WHERE directive_id = ? AND role = ?",
+                           (directive_id, role)).fetchone()
+        return False, _row_to_wire(row) if row else None
 
     async def get(self, directive_id: str, role: str | None = None) -> dict[str, Any] | None:
         """The row of one side, or (role None) the dispatcher's row when this node holds both."""

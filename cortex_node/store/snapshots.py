@@ -12,6 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from cortex_node.contracts import SNAPSHOT_RETENTION, camel, format_ts
 from cortex_node.store.db import Store
 
@@ -22,6 +24,7 @@ SNAPSHOT_FIELDS = (
     "uptime_seconds",
 )
 HOUR_MS = 3_600_000
+_SERIES_FIELDS = ", ".join(f"'{camel(f)}', {f}" for f in SNAPSHOT_FIELDS) + ", 'snapshotAt', snapshot_at"
 
 
 @dataclass
@@ -121,18 +124,19 @@ class SnapshotRepo:
         self._counts[node_id] = count
 
     async def series(self, node_id: str, limit: int, since_ms: int | None = None) -> list[dict[str, Any]]:
-        """The newest ``limit`` samples (after ``since`` when given), oldest first."""
-        sql = f"SELECT {', '.join(SNAPSHOT_FIELDS)}, snapshot_at FROM swarm_resource_snapshots WHERE node_id = ?"
+        """The newest ``limit`` samples (after ``since`` when given), oldest first. SQLite builds
+        the JSON itself: 1,440 Python dicts per read were most of its cost."""
+        sql = "SELECT id FROM swarm_resource_snapshots WHERE node_id = ?"
         params: list[Any] = [node_id]
         if since_ms is not None:
             sql += " AND snapshot_at >= ?"
             params.append(format_ts(since_ms))
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql = (f"SELECT json_group_array(json_object({_SERIES_FIELDS})) FROM ("
+               f"SELECT * FROM swarm_resource_snapshots WHERE id IN ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id)")
         params.append(limit)
         async with self.store.db.execute(sql, params) as cur:
-            rows = await cur.fetchall()
-        keys = [camel(f) for f in SNAPSHOT_FIELDS] + ["snapshotAt"]
-        return [dict(zip(keys, r)) for r in reversed(rows)]
+            (text,) = await cur.fetchone()
+        return orjson.loads(text)
 
     async def count(self, node_id: str) -> int:
         async with self.store.db.execute(

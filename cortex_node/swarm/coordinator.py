@@ -341,15 +341,16 @@ class Coordinator:
             d = self._new_directive(directive_id, target_node_id or target_endpoint or "unknown", kind, payload,
                                     priority, ttl_ms, parent_directive_id, now)
             await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.DISPATCHED, OUTBOUND, now))
-            await self._record(SwarmDirectiveResult(directive_id, d.target_node_id, DirectiveResultStatus.FAILED,
-                                                    error=str(exc)))
-            return await self.directives.get(directive_id, OUTBOUND)
+            return await self._record(SwarmDirectiveResult(directive_id, d.target_node_id,
+                                                           DirectiveResultStatus.FAILED, error=str(exc)))
         d = self._new_directive(directive_id, target_id, kind, payload, priority, ttl_ms, parent_directive_id, now)
         await self.store.write(lambda conn: DirectiveRepo.insert(conn, d, DirectiveStatus.DISPATCHED, OUTBOUND, now))
         self.emit("directive.created", {"directiveId": directive_id, "kind": kind.value, "targetNodeId": target_id})
         task = self._track(directive_id, self._send(d, a2a_url))
         if wait:
-            await asyncio.shield(task)
+            row = await asyncio.shield(task)
+            if row is not None:
+                return row
         return await self.directives.get(directive_id, OUTBOUND)
 
     async def broadcast(self, group: str, kind: DirectiveKind, payload: dict[str, Any], *,
@@ -376,12 +377,12 @@ class Coordinator:
                                                         timeout=5.0)
             except Exception as exc:  # the target may be gone; the local verdict still stands
                 log.info("cancel of %s on %s: %s", directive_id, target.name, exc)
-        await self._record(SwarmDirectiveResult(directive_id, row["targetNodeId"], DirectiveResultStatus.CANCELLED,
-                                                error="cancelled by an operator"))
+        row = await self._record(SwarmDirectiveResult(directive_id, row["targetNodeId"],
+                                                      DirectiveResultStatus.CANCELLED, error="cancelled by an operator"))
         inflight = self._inflight.get(directive_id)
         if inflight is not None:
             inflight.cancel()
-        return await self.directives.get(directive_id, OUTBOUND)
+        return row
 
     def _new_directive(self, directive_id: str, target: str, kind: DirectiveKind, payload: dict[str, Any],
                        priority: DirectivePriority, ttl_ms: int, parent: str | None, now: int) -> SwarmDirective:
@@ -395,12 +396,13 @@ class Coordinator:
         task.add_done_callback(lambda _t: self._inflight.pop(directive_id, None))
         return task
 
-    async def _send(self, d: SwarmDirective, a2a_url: str) -> None:
+    async def _send(self, d: SwarmDirective, a2a_url: str) -> dict[str, Any] | None:
         expires = parse_ts_or(d.expires_at) or self.clock.now_ms() + d.ttl_ms
         timeout = max(0.001, (expires - self.clock.now_ms()) / 1000)
         result = await self.transport.send_directive(a2a_url, d, d.target_node_id, timeout)
-        await self._record(result)
+        row = await self._record(result)
         await self.on_directive_result(d, result)
+        return row
 
     async def _resume(self, row: dict[str, Any]) -> None:
         """A send that a crash interrupted: re-sent under the same id (the target deduplicates)
@@ -419,16 +421,17 @@ class Coordinator:
             return
         await self._send(d, target.a2a_endpoint or f"{target.endpoint}/a2a")
 
-    async def _record(self, result: SwarmDirectiveResult) -> bool:
-        """The one place an outbound directive's terminal state is written (once)."""
+    async def _record(self, result: SwarmDirectiveResult) -> dict[str, Any] | None:
+        """The one place an outbound directive's terminal state is written (once). Returns the
+        row as it stands afterwards."""
         now = self.clock.now_ms()
-        written = await self.store.write(lambda conn: DirectiveRepo.finish(
+        written, row = await self.store.write(lambda conn: DirectiveRepo.finish(
             conn, result.directive_id, OUTBOUND, DirectiveStatus(result.status.value), result.output, result.error,
             to_wire(result.metrics), now))
         if written:
             self.emit("directive.finished", {"directiveId": result.directive_id, "status": result.status.value,
-                                                  "role": OUTBOUND})
-        return written
+                                             "role": OUTBOUND})
+        return row
 
     async def on_directive_result(self, d: SwarmDirective, result: SwarmDirectiveResult) -> None:
         """A spawn_agent result puts the remote agent into our tree at once, under the
