@@ -11,7 +11,7 @@ thousands of rows); ``render_cell`` turns a value into what the cell shows.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from rich.console import RenderableType
 from rich.text import Text
@@ -19,6 +19,25 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist, RowKey
 
 Values = tuple[Hashable, ...]
+
+
+class LazyCell:
+    """A cell rendered when the table first paints it. A refresh of 1,000 rows changes
+    thousands of cells, but only the few dozen rows on screen are ever drawn."""
+
+    __slots__ = ("_render", "_column", "_value", "_text")
+
+    def __init__(self, render: Callable[[int, Hashable], RenderableType], column: int, value: Hashable) -> None:
+        self._render, self._column, self._value = render, column, value
+        self._text: RenderableType | None = None
+
+    def __rich__(self) -> RenderableType:
+        if self._text is None:
+            self._text = self._render(self._column, self._value)
+        return self._text
+
+    def __str__(self) -> str:
+        return str(self.__rich__())
 
 
 class KeyedTable(DataTable):
@@ -63,7 +82,7 @@ class KeyedTable(DataTable):
                     if before != after:
                         # what update_cell does, minus its refresh per cell: with thousands of
                         # changed cells the refreshes were most of a refresh's cost
-                        cells[columns[i]] = render(i, after)
+                        cells[columns[i]] = LazyCell(render, i, after)
                         changed = True
             self._values[key] = values
         if changed:

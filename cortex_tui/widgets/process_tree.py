@@ -127,7 +127,7 @@ class ProcessTree(Tree[Key]):
                 else:
                     self._relabel_process(pid)
         if self._relabelled:
-            self._invalidate()
+            self.refresh()  # a line's cache key holds its nodes' update counts: only they repaint
 
     def _set_label(self, branch: TreeNode[Key], label: Text) -> None:
         """TreeNode.set_label without its callback per label: with hundreds of labels changed in
@@ -189,7 +189,7 @@ class ProcessTree(Tree[Key]):
             if branch.is_expanded:
                 pending.extend(branch.children)
         if self._relabelled:
-            self._invalidate()
+            self.refresh()
 
 
 def _tree_shape(by_pid: dict[int, Process], node_ids: list[str]) -> tuple[dict[int, Key], dict[Key, list[int]]]:
