@@ -98,7 +98,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 # --- query parameters: a bad value is a 400 that names the parameter ------------------------------
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -111,7 +111,7 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
 
 def query_enum(request: web.Request, name: str, enum_cls: Any) -> Any:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         return enum_cls(raw)

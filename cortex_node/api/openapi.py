@@ -122,9 +122,14 @@ def openapi_document() -> dict[str, Any]:
                        "version": {"type": "object", "required": ["hlc", "origin"],
                                    "properties": {"hlc": {"type": "integer"}, "origin": {"type": "string"}}}},
     }
+    dispatch_answer = {"oneOf": [_REF("DirectiveRecord"), {
+        "type": "object", "required": ["group", "directives"],
+        "properties": {"group": {"type": "string"},
+                       "directives": {"type": "array", "items": _REF("DirectiveRecord")}}}]}
     schemas["DispatchRequest"] = {
         "type": "object", "required": ["kind"], "additionalProperties": False,
         "description": "Name exactly one target: targetNodeId, targetEndpoint or group.",
+        "oneOf": [{"required": ["targetNodeId"]}, {"required": ["targetEndpoint"]}, {"required": ["group"]}],
         "properties": {
             "targetNodeId": {"type": "string", "minLength": 1}, "targetEndpoint": {"type": "string", "minLength": 1},
             "group": {"type": "string", "minLength": 1}, "kind": _schema_for(c.DirectiveKind),
@@ -219,8 +224,13 @@ def openapi_document() -> dict[str, Any]:
                         "additionalProperties": False}}}}},
         },
         "/api/swarm/events": {"get": {"summary": "Server-sent events of changes (node status, heartbeats, directives, processes)",
-                                      "responses": {"200": {"description": "An event stream",
-                                                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                      "responses": {"200": {"description": "An event stream: `id`, `event` (the kind) "
+                                                                           "and `data` (a JSON object) per change",
+                                                            "content": {"text/event-stream": {"schema": {
+                                                                "type": "object",
+                                                                "properties": {"id": {"type": "string"},
+                                                                               "event": {"type": "string"},
+                                                                               "data": {"type": "string"}}}}}},
                                                     "401": _ERR}}},
         "/metrics": {"get": {"summary": "Prometheus text format",
                              "responses": {"200": {"description": "Metrics",
@@ -234,12 +244,11 @@ def openapi_document() -> dict[str, Any]:
                 params=[{"name": "status", "in": "query", "required": False, "schema": _schema_for(c.DirectiveStatus)},
                         limit(50, 1000)],
                 errors=(400, 401)),
-            "post": {**_op("Dispatch a directive to a node (by id or URL) or a group",
-                           _ok({"oneOf": [_REF("DirectiveRecord"), {
-                               "type": "object", "required": ["group", "directives"],
-                               "properties": {"group": {"type": "string"},
-                                              "directives": {"type": "array", "items": _REF("DirectiveRecord")}}}]}),
-                           errors=(400, 401)),
+            "post": {"summary": "Dispatch a directive to a node (by id or URL) or a group: 200 with the finished "
+                                "row(s), or 202 at once with wait=false",
+                     "responses": {"200": _ok(dispatch_answer),
+                                   "202": _ok(dispatch_answer, "Accepted; the directive goes on in the background"),
+                                   "400": _ERR, "401": _ERR},
                      "requestBody": {"required": True, "content": {"application/json": {"schema": _REF("DispatchRequest")}}}},
         },
     }

@@ -142,12 +142,11 @@ def _parse_dispatch(body: dict) -> dict:
     unknown = sorted(set(body) - _DISPATCH_KEYS)
     if unknown:
         raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_DISPATCH_KEYS))}")
-    targets = [k for k in ("targetNodeId", "targetEndpoint", "group") if body.get(k) is not None]
-    if len(targets) != 1:
-        raise ApiError(400, "name exactly one target: targetNodeId, targetEndpoint or group")
-    for key in targets + ["parentDirectiveId"]:
-        if body.get(key) is not None and (not isinstance(body[key], str) or not body[key]):
+    for key in ("targetNodeId", "targetEndpoint", "group", "parentDirectiveId"):
+        if key in body and (not isinstance(body[key], str) or not body[key]):
             raise ApiError(400, f"'{key}' must be a non-empty string")
+    if sum(1 for k in ("targetNodeId", "targetEndpoint", "group") if k in body) != 1:
+        raise ApiError(400, "name exactly one target: targetNodeId, targetEndpoint or group")
     try:
         kind = DirectiveKind(body.get("kind"))
     except ValueError:
@@ -258,8 +257,8 @@ async def _control(request: web.Request, action: str, node_id: str) -> web.Respo
     if not isinstance(reason, str) or len(reason) > 200:
         raise ApiError(400, "'reason' must be a string of at most 200 characters")
     deadline = body.get("deadlineSeconds")
-    if deadline is not None and (action != "drain" or isinstance(deadline, bool)
-                                 or not isinstance(deadline, (int, float)) or not 0 <= deadline <= 86_400):
+    if "deadlineSeconds" in body and (action != "drain" or isinstance(deadline, bool)
+                                      or not isinstance(deadline, (int, float)) or not 0 <= deadline <= 86_400):
         raise ApiError(400, "'deadlineSeconds' is for drain only: a number of seconds from 0 to 86400")
     try:
         node = await _coord(request).control_node(node_id, action, reason, deadline)

@@ -139,11 +139,13 @@ class NodeRegistry:
             elif restarted:
                 EventRepo.add(conn, node_id, "restarted", f"boot {reg.boot_id}", now)
 
-        await self.store.write(job)
+        # memory first, then disk: nothing may slip in between reading a row and replacing it
+        # (a heartbeat ingested during the write must not be overwritten by this older view)
         if superseded is not None:
             self.nodes.pop(superseded.id, None)
         self.nodes[node_id] = row
         self.membership_version += 1
+        await self.store.write(job)
         if existing is None:
             self._on_event("node.registered", {"nodeId": node_id, "name": reg.name})
         return row
@@ -172,11 +174,12 @@ class NodeRegistry:
             for kind, detail in events:
                 EventRepo.add(conn, node_id, kind, detail, now)
 
-        await self.store.write(job)
-        self.nodes[node_id] = new
-        self._on_event("node.heartbeat", {"nodeId": node_id, "status": new.status.value})
+        self.nodes[node_id] = new  # memory first (see register)
         if new.status is not was:
             self.membership_version += 1
+        await self.store.write(job)
+        self._on_event("node.heartbeat", {"nodeId": node_id, "status": new.status.value})
+        if new.status is not was:
             self._on_event("node.status", {"nodeId": node_id, "from": was.value, "to": new.status.value})
         return new
 
@@ -193,9 +196,9 @@ class NodeRegistry:
             NodeRepo.upsert(conn, new)
             EventRepo.add(conn, node_id, kind, detail, now)
 
-        await self.store.write(job)
-        self.nodes[node_id] = new
+        self.nodes[node_id] = new  # memory first (see register)
         self.membership_version += 1
+        await self.store.write(job)
         self._on_event("node.status", {"nodeId": node_id, "from": row.status.value, "to": new.status.value})
         return new
 
@@ -217,11 +220,12 @@ class NodeRegistry:
                 detail = f"no heartbeat for {age:.1f} s" if age is not None else "never heard from"
                 EventRepo.add(conn, new.id, "disconnected", detail, now)
 
-        await self.store.write(job)
-        for new in changed:
-            was = self.nodes[new.id].status
+        was = {new.id: self.nodes[new.id].status for new in changed}
+        for new in changed:  # memory first (see register)
             self.nodes[new.id] = new
             self.membership_version += 1
+        await self.store.write(job)
+        for new in changed:
             log.warning("node %s (%s) disconnected: no heartbeat within %d ms", new.name, new.id, self.stale_after_ms)
-            self._on_event("node.status", {"nodeId": new.id, "from": was.value, "to": new.status.value})
+            self._on_event("node.status", {"nodeId": new.id, "from": was[new.id].value, "to": new.status.value})
         return [r.id for r in changed]
