@@ -11,6 +11,7 @@ from aiohttp import web
 
 from cortex_node import jsonfast
 from cortex_node.contracts import to_wire
+from cortex_node.store.db import StoreError
 
 log = logging.getLogger("cortex.api")
 
@@ -90,6 +91,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if key in exc.headers:
                 resp.headers[key] = exc.headers[key]
         return resp
+    except StoreError as exc:
+        # the database cannot take writes (disk full, read-only, I/O error): say so, and keep serving
+        full = "full" in str(exc).lower()
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error_body(507 if full else 503, f"the node cannot store data right now: {exc}",
+                          "insufficient_storage" if full else "unavailable")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_body(500, "internal error; see the node's log")
