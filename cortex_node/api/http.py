@@ -129,10 +129,8 @@ def query_enum(request: web.Request, name: str, enum_cls: Any) -> Any:
 
 async def read_json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
     raw = await request.read()
-    if not raw.strip():
-        if optional:
-            return {}
-        raise ApiError(400, "request body must be a JSON object")
+    if not raw and optional:  # no body at all; whitespace is not JSON
+        return {}
     try:
         doc = json.loads(raw)
     except (ValueError, RecursionError):
