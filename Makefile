@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $(JOBS) -m "not slow" tests
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(JOBS) -m slow tests
+	$(BIN)/python -m pytest -q -n $(JOBS) -m slow --timeout 900 tests
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
