@@ -73,6 +73,7 @@ class _Job:
     runner: asyncio.Task | None = field(default=None, compare=False)
     cancelled: bool = field(default=False, compare=False)
     cancel_reason: str = field(default="cancelled by the dispatcher", compare=False)
+    recording: bool = field(default=False, compare=False)
 
 
 class DirectiveHandler:
@@ -289,9 +290,11 @@ class DirectiveHandler:
             status, output, error, metrics = DirectiveResultStatus.FAILED, None, f"internal error: {exc}", DirectiveMetrics()
         if not metrics.duration_ms:
             metrics.duration_ms = int((self.clock.monotonic() - start) * 1000)
-        await self._record(d, job.handle, SwarmDirectiveResult(
+        # from here the outcome is being stored: a cancel arriving now must not contradict it
+        job.recording = True
+        await asyncio.shield(self._record(d, job.handle, SwarmDirectiveResult(
             d.directive_id, self.node_id, status, output=output, error=error, metrics=metrics,
-            completed_at=format_ts(self.clock.now_ms())))
+            completed_at=format_ts(self.clock.now_ms()))))
 
     async def _execute(self, d: SwarmDirective, timeout: float) -> tuple[DirectiveResultStatus, Any, str | None, DirectiveMetrics]:
         kind = d.kind
@@ -443,7 +446,7 @@ class DirectiveHandler:
                                               "role": INBOUND})
 
     async def _cancel_job(self, job: _Job, why: str) -> None:
-        if job.cancelled:
+        if job.cancelled or job.recording:  # too late: the result is being stored and wins
             return
         job.cancelled = True
         job.cancel_reason = why

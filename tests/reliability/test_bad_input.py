@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.conftest import FAST
-from tests.reliability.helpers import Node, directive_message, now_iso
+from tests.reliability.helpers import Node, directive_message
 from tests.support.nodes import http, wait_for
 
 TOKEN = f"fuzz-{uuid.uuid4().hex}"

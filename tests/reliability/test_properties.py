@@ -590,21 +590,21 @@ async def test_a_heartbeat_received_while_the_sweep_runs_is_never_lost(tmp_path:
 
 
 async def test_a_cancel_at_any_moment_leaves_one_terminal_state_and_a_working_node(tmp_path: Path) -> None:
-    """CancelTask can arrive at any await of a directive's run, including inside the write of its
-    result. Whatever the moment: the task and the row agree, the row is terminal, and the node
-    keeps writing (no transaction left open, no worker lost)."""
+    """CancelTask can arrive at any await of a directive's run, including inside the writes of its
+    state and of its result. Whatever the moment: the task and the row agree, the row is terminal,
+    and the node keeps writing (no transaction left open, no worker lost)."""
     clock = ManualClock(start_ms=NOW)
     coord = await _coordinator(tmp_path, clock)
     tasks = TaskStore(clock)
     problems = []
     try:
-        for i in range(60):
+        for i in range(80):
             d = SwarmDirective(directive_id=f"dir_cancel_{i:03d}", source_node_id="node_p1",
-                               target_node_id="node_self", kind=DirectiveKind.QUERY_RESOURCES,
-                               created_at=format_ts(clock.now_ms()))
+                               target_node_id="node_self", kind=DirectiveKind.SYNC_STATE,
+                               payload=PAYLOADS[DirectiveKind.SYNC_STATE], created_at=format_ts(clock.now_ms()))
             handle = await coord.handler.submit(d, tasks)
-            for _ in range(i % 30):  # let the worker get that far
-                await asyncio.sleep(0)
+            for _ in range(i % 40):  # let the worker get that far (every other round with a little real time)
+                await asyncio.sleep(0.0001 if i % 2 else 0)
             if not handle.is_terminal:  # what the A2A server's CancelTask does
                 handle.cancel_requested.set()
                 await coord.handler.cancel_task(handle)
@@ -615,11 +615,54 @@ async def test_a_cancel_at_any_moment_leaves_one_terminal_state_and_a_working_no
                                        (d.directive_id,)).fetchone()
             alive = sum(not w.done() for w in coord.handler._workers)
             if not finished or status not in ROW_FOR_STATE.get(handle.state, set()) or alive != 2:
-                problems.append((d.directive_id, i % 30, handle.state, status, f"{alive} workers alive"))
+                problems.append((d.directive_id, i % 40, handle.state, status, f"{alive} workers alive"))
                 break
         assert not problems, problems
         # and the node still writes
         await coord.registry.register(SwarmNodeRegistration(id="node_p2", name="p2", endpoint="http://127.0.0.1:4302"))
     finally:
+        await coord.handler.stop(1)
+        await coord.store.close()
+
+
+async def test_a_cancel_after_the_result_is_stored_does_not_contradict_it(tmp_path: Path) -> None:
+    """The result is committed, but the worker has not yet told the task (a slow disk flush, a busy
+    loop) when CancelTask arrives. The task must then say what the row says: the work is done."""
+    clock = ManualClock(start_ms=NOW)
+    coord = await _coordinator(tmp_path, clock)
+    real_write = coord.store.write
+
+    async def slow_write(job):  # type: ignore[no-untyped-def]
+        result = await real_write(job)  # committed
+        await asyncio.sleep(0.05)  # ... and the caller hears of it a little later
+        return result
+
+    coord.store.write = slow_write  # type: ignore[method-assign]
+    tasks = TaskStore(clock)
+    try:
+        d = SwarmDirective(directive_id="dir_cancel_late", source_node_id="node_p1", target_node_id="node_self",
+                           kind=DirectiveKind.SYNC_STATE, payload=PAYLOADS[DirectiveKind.SYNC_STATE],
+                           created_at=format_ts(clock.now_ms()))
+        handle = await coord.handler.submit(d, tasks)
+
+        def stored() -> str | None:
+            with closing(sqlite3.connect(tmp_path / "swarm.db")) as db:
+                row = db.execute("SELECT status FROM swarm_directives WHERE directive_id = ?",
+                                 (d.directive_id,)).fetchone()
+            return row[0] if row else None
+
+        for _ in range(400):  # until the result is committed and the task does not know it yet
+            if stored() in TERMINAL_ROW or handle.is_terminal:
+                break
+            await asyncio.sleep(0.005)
+        assert stored() == "completed" and not handle.is_terminal, (stored(), handle.state)
+        handle.cancel_requested.set()  # CancelTask, as the A2A server does it
+        await coord.handler.cancel_task(handle)
+        handle.finish("TASK_STATE_CANCELED")
+        assert await handle.wait_terminal(timeout=3)
+        assert stored() == "completed"
+        assert handle.state == "TASK_STATE_COMPLETED", f"the task says {handle.state}, its row says completed"
+    finally:
+        coord.store.write = real_write  # type: ignore[method-assign]
         await coord.handler.stop(1)
         await coord.store.close()

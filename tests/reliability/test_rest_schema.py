@@ -9,7 +9,6 @@ by the integration and fault tests on throwaway nodes.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest
