@@ -30,8 +30,14 @@ screenshots: $(STAMP)
 	command -v rsvg-convert >/dev/null || (apt-get update -q && apt-get install -y -q librsvg2-bin)
 	$(BIN)/python screenshots/generate.py
 
+# ruff and import-linter are configured in pyproject.toml ([tool.ruff], [tool.importlinter]);
+# both run, so one pass reports every finding.
 lint: $(STAMP)
 	$(BIN)/python -m compileall -q cortex_node cortex_tui
+	status=0; \
+	$(BIN)/ruff check cortex_node cortex_tui tests bench || status=1; \
+	$(BIN)/lint-imports --no-logo --cache-dir $(VENV)/.import_linter_cache || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) .cortex-demo

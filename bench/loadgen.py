@@ -68,7 +68,7 @@ def body_a2a_directive(spec: dict[str, Any]) -> Callable[[int], bytes]:
     """A query_resources directive as a peer sends it (transport.directive_to_message), a fresh
     directive id per request."""
     from cortex_node.contracts import DirectiveKind, SwarmDirective
-    from cortex_node.swarm.transport import directive_to_message
+    from cortex_node.swarm.envelope import directive_to_message
 
     prefix = _run_prefix()
     marker = "dir_@DIRID@"
@@ -95,29 +95,25 @@ def heartbeat_peers(count: int, *, base_port: int = 20000, processes: int = 2, r
 
 
 def heartbeat_params(peer: dict[str, Any], seq: int = 1) -> dict[str, Any]:
-    """The params of one SwarmHeartbeat, built by the node's own Membership.heartbeat_payload."""
-    from types import SimpleNamespace
-
-    from cortex_node.contracts import Lifecycle, NodeMetrics, NodeTier, ProcessInfo, ResourceCounters, SwarmNodeRegistration
-    from cortex_node.store.snapshots import Snapshot
-    from cortex_node.swarm.membership import Membership
+    """The params of one SwarmHeartbeat, built by the node's own membership.heartbeat_payload."""
+    from cortex_node.contracts import Lifecycle, NodeMetrics, NodeTier, ProcessInfo, Usage, SwarmNodeRegistration
+    from cortex_node.contracts import Snapshot
+    from cortex_node.swarm.membership import heartbeat_payload
 
     agents = [ProcessInfo(pid=2 + j, parent_pid=1, name="echo", role="agent", status="running", node_id=peer["id"],
                           agent_id=f"agent-{j}", session_id=f"sess-{j}", agent_type="echo",
-                          resources=ResourceCounters(tokens_in=100 * seq, tokens_out=40 * seq, cost_usd=0.001 * seq,
+                          resources=Usage(tokens_in=100 * seq, tokens_out=40 * seq, cost_usd=0.001 * seq,
                                                      tool_calls=seq))
               for j in range(peer.get("processes", 2))]
     reg = SwarmNodeRegistration(id=peer["id"], name=peer["name"], endpoint=peer["endpoint"],
                                 a2a_endpoint=peer["endpoint"] + "/a2a", tier=NodeTier.ROOT,
                                 capabilities=["heartbeat", "report", "topology"], boot_id="bench0")
-    stub = SimpleNamespace(kernel=SimpleNamespace(list=lambda: agents), self_registration=lambda: reg,
-                           lifecycle=Lifecycle.ACTIVE, clock=SimpleNamespace(now_ms=lambda: int(time.time() * 1000)))
     metrics = NodeMetrics(cpu_percent=12.5, memory_used_mb=2048.0, memory_total_mb=16384.0, disk_used_mb=1e5,
                           disk_total_mb=5e5, active_sessions=1, active_processes=len(agents), uptime_seconds=60.0 * seq)
     snap = Snapshot(tokens_in=1000 * seq, tokens_out=400 * seq, cost_usd=0.01 * seq, tool_calls=seq, cpu_ms=50.0 * seq,
                     cpu_percent=12.5, memory_used_mb=2048.0, memory_total_mb=16384.0, disk_used_mb=1e5,
                     disk_total_mb=5e5, active_sessions=1, active_processes=len(agents), uptime_seconds=60.0 * seq)
-    return Membership(stub).heartbeat_payload(metrics, snap)  # type: ignore[arg-type]
+    return heartbeat_payload(reg, Lifecycle.ACTIVE, metrics, snap, agents, int(time.time() * 1000))
 
 
 _SEQ_MARK = 987654321  # a counter value in the template, replaced by the request's own

@@ -23,7 +23,8 @@ from typing import Any
 import aiosqlite
 
 from cortex_node.store.db import Store
-from cortex_node.store.snapshots import _INSERT, SNAPSHOT_FIELDS
+from cortex_node.contracts import SNAPSHOT_FIELDS
+from cortex_node.store.snapshots import _INSERT
 
 
 def _row(i: int) -> tuple[Any, ...]:

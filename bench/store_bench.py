@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cortex_node.contracts import REPORT_WINDOW_MS, format_ts, to_wire
-from cortex_node.store.snapshots import COUNTERS, HOUR_MS, SNAPSHOT_FIELDS, hour_start_ms
+from cortex_node.contracts import REPORT_WINDOW_MS, SNAPSHOT_FIELDS, format_ts, to_wire
+from cortex_node.contracts import USAGE_COUNTERS as COUNTERS
+from cortex_node.store.snapshots import HOUR_MS, hour_start_ms
 
 MINUTE_MS = 60_000
 
@@ -65,7 +66,7 @@ def build(path: Path, nodes: int, snapshots: int, now_ms: int, seed: int = 11) -
     for k, node_id in enumerate(ids):
         metrics = {"cpuPercent": round(rng.uniform(1, 90), 1), "memoryUsedMb": 4096.0, "memoryTotalMb": 16384.0,
                    "diskUsedMb": 1e5, "diskTotalMb": 5e5, "activeSessions": 1, "activeProcesses": 3,
-                   "tokensUsedToday": 1000, "tokensOutToday": 400, "costUsdToday": 0.5, "uptimeSeconds": 86400.0}
+                   "today": {"tokensIn": 1000, "tokensOut": 400, "costUsd": 0.5}, "uptimeSeconds": 86400.0}
         node_rows.append((
             node_id, f"node-{k:05d}", f"http://10.{k // 250}.{k % 250}.10:4220", "root",
             "online" if k == 0 else "connected", json.dumps(["heartbeat", "report", "topology"]), "0.1.0", "default",
@@ -120,8 +121,9 @@ def build(path: Path, nodes: int, snapshots: int, now_ms: int, seed: int = 11) -
             c[3] += int(3.99 * r)  # tool_calls
             c[4] += 600 * r  # cpu_ms
             mem = 2048.0 + (k % 64) * 32 + 512 * r
-            rows.append((ids[k], int(c[0]), int(c[1]), c[2], int(c[3]), c[4], 100 * r, mem, 16384.0, 1e5, 5e5, 1, 3,
-                         60.0 * m, at_text))
+            # in SNAPSHOT_FIELDS order: the usage vector (peak memory last), then the load
+            rows.append((ids[k], int(c[0]), int(c[1]), c[2], int(c[3]), c[4], mem, 100 * r, mem, 16384.0, 1e5, 5e5,
+                         1, 3, 60.0 * m, at_text))
             if m == 0:
                 first[k] = list(c)
             if mem > peak[k]:
@@ -165,14 +167,15 @@ async def measure(path: Path, ids: list[str], reps: int) -> dict[str, Any]:
     from cortex_node.config import NodeSettings
     from cortex_node.store.db import Store
     from cortex_node.store.nodes import NodeRepo
+    from cortex_node.store.snapshots import SnapshotRepo
     from cortex_node.swarm.coordinator import Coordinator
 
     store = await Store(path).open()
     try:
         settings = NodeSettings(name="node-00000", data_dir=path.parent, port=4220)
         coordinator = Coordinator(settings, store, SystemClock(), ids[0])
-        await coordinator.registry.load()
-        snapshots = coordinator.registry.snapshots
+        await coordinator.register_self()  # loads the registry (and refreshes the node's own row)
+        snapshots = SnapshotRepo(store)
         out: dict[str, Any] = {}
         now = SystemClock().now_ms()
 

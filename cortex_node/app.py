@@ -1,7 +1,10 @@
 """Composes one node: store, coordinator, aiohttp Application and its background tasks.
 
-``run_node`` is the daemon's whole life: lock the data directory, bind, open the store,
-register, serve, heartbeat, sweep — until a seal (REST, CLI or SIGTERM/SIGINT) ends it with 0.
+``build_app`` makes a whole node as one aiohttp Application: its ``cleanup_ctx`` opens the store,
+starts the coordinator and the loops (discovery, heartbeat, sweep) when the app starts, and stops
+them when it is cleaned up, so a node runs the same under ``run_node`` (the daemon) and on a
+test server in-process. ``run_node`` is the daemon's whole life: lock the data directory, bind,
+serve until a seal (REST, CLI or SIGTERM/SIGINT) ends it with 0.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import socket
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -43,18 +46,48 @@ class StartupError(Exception):
     """The node cannot start; the message says why and what to do. Exit code 1."""
 
 
-def build_app(coordinator: Coordinator) -> web.Application:
-    settings = coordinator.settings
+def build_app(settings: NodeSettings, clock: Clock, *, node_id: str | None = None) -> web.Application:
+    """One node as an Application. Its settings must carry the port it will serve on (peers
+    learn its URL from them). Nothing is opened before the app starts."""
+    if node_id is None:
+        node_id = load_or_create_node_id(settings.data_dir, clock.now_ms())
+    coordinator = Coordinator(settings, Store(settings.data_dir / "swarm.db"), clock, node_id)
     middlewares = [error_middleware]
     if settings.rate_limit_per_s > 0:
         middlewares.append(make_rate_limit_middleware(settings.rate_limit_per_s, 2 * settings.rate_limit_per_s,
-                                                      coordinator.clock.monotonic))
+                                                      clock.monotonic))
     middlewares.append(make_auth_middleware(settings.token))
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[COORDINATOR] = coordinator
     app.add_routes(routes)
     app.add_routes(coordinator.a2a.routes())
+    app.cleanup_ctx.append(_node_life)
     return app
+
+
+async def _node_life(app: web.Application) -> AsyncIterator[None]:
+    """Start: open the store, register, start the workers and loops. Stop: the reverse (in-flight
+    work gets SEAL_DEADLINE_S when the daemon has not already waited for it)."""
+    coordinator = app[COORDINATOR]
+    try:
+        await coordinator.open_store()
+    except StoreError as exc:
+        raise StartupError(str(exc)) from None
+    tasks: list[asyncio.Task] = []
+    try:
+        await coordinator.start()
+        tasks = [asyncio.create_task(discovery_loop(coordinator), name="discovery"),
+                 asyncio.create_task(heartbeat_loop(coordinator), name="heartbeat"),
+                 asyncio.create_task(sweep_loop(coordinator), name="sweep")]
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+        await coordinator.stop(SEAL_DEADLINE_S)
+        await coordinator.close_store()
 
 
 def jittered(interval_s: float) -> float:
@@ -63,9 +96,7 @@ def jittered(interval_s: float) -> float:
 
 async def heartbeat_loop(c: Coordinator) -> None:
     interval = c.settings.heartbeat_interval_ms / 1000
-    wake = c.membership.beat_now
     while not c.heartbeat_stopped:
-        wake.clear()
         try:
             await c.heartbeat()
         except asyncio.CancelledError:
@@ -73,8 +104,7 @@ async def heartbeat_loop(c: Coordinator) -> None:
         except Exception as exc:  # a failed beat is logged; the next one may succeed
             log.error("heartbeat failed: %s", exc)
         # sleep until the next beat, or until new peers (or a drain) should hear from us now
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(wake.wait(), jittered(interval))
+        await c.wait_for_beat_request(jittered(interval))
 
 
 async def sweep_loop(c: Coordinator) -> None:
@@ -178,57 +208,42 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
     prepare_data_dir(data_dir)
     lock = DataDirLock(data_dir / LOCK_FILE)
     lock.acquire()
-    store: Store | None = None
-    coordinator: Coordinator | None = None
     runner: web.AppRunner | None = None
-    tasks: list[asyncio.Task] = []
     try:
         sock = bind_socket(settings.host, settings.port)
         settings = replace(settings, port=sock.getsockname()[1], data_dir=data_dir)
+        app = build_app(settings, clock)
+        coordinator = app[COORDINATOR]
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
         try:
-            store = await Store(data_dir / "swarm.db").open()
-        except StoreError as exc:
+            await runner.setup()  # the node starts here (see _node_life)
+        except BaseException:
             sock.close()
-            raise StartupError(str(exc)) from None
-        node_id = load_or_create_node_id(data_dir, clock.now_ms())
-        coordinator = Coordinator(settings, store, clock, node_id)
-        me = await coordinator.start()
+            raise
         # Everything built at start lives as long as the daemon: keep it out of the collector's
         # walks, and collect young objects less often (request garbage is freed by refcount).
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-
-        runner = web.AppRunner(build_app(coordinator), access_log=None, handle_signals=False)
-        await runner.setup()
         await web.SockSite(runner, sock, shutdown_timeout=5.0).start()
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(coordinator.seal(f"signal {s.name}")))
-
-        tasks = [asyncio.create_task(discovery_loop(coordinator), name="discovery"),
-                 asyncio.create_task(heartbeat_loop(coordinator), name="heartbeat"),
-                 asyncio.create_task(sweep_loop(coordinator), name="sweep")]
-        write_runtime(data_dir, {"pid": os.getpid(), "nodeId": node_id, "name": me.name,
+        me = coordinator.get_node(coordinator.node_id)
+        write_runtime(data_dir, {"pid": os.getpid(), "nodeId": me.id, "name": me.name,
                                  "url": settings.client_url, "publicUrl": settings.public_url,
                                  "port": settings.port, "startedAt": format_ts(clock.now_ms())})
-        log.info("cortex-node %s (%s) listening on %s, data in %s", me.name, node_id, settings.client_url, data_dir)
+        log.info("cortex-node %s (%s) listening on %s, data in %s", me.name, me.id, settings.client_url, data_dir)
 
         await coordinator.shutdown_requested.wait()
         log.info("sealing: finishing in-flight work and leaving the swarm")
+        # in-flight work finishes while the server still answers, so waiting peers get their results
         await coordinator.stop(SEAL_DEADLINE_S)
         return 0
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError, Exception):
-                await task
         if runner is not None:
             await runner.cleanup()
-        if store is not None:
-            await store.close()
         with suppress(OSError):
             (data_dir / RUNTIME_FILE).unlink()
         lock.release()
@@ -240,8 +255,3 @@ def write_runtime(data_dir: Path, info: dict[str, Any]) -> None:
     tmp.replace(data_dir / RUNTIME_FILE)
 
 
-def read_runtime(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((data_dir / RUNTIME_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

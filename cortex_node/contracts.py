@@ -61,6 +61,15 @@ class NodeStatus(WireEnum):
     DRAINING = "draining"  # takes no new work, finishes what it has
     SEALED = "sealed"  # left the swarm for good (until restarted)
 
+    @property
+    def is_live(self) -> bool:
+        """The one definition of "up": the node takes part in the fleet (counted online,
+        reached by broadcasts)."""
+        return self in _LIVE_STATUSES
+
+
+_LIVE_STATUSES = frozenset({NodeStatus.ONLINE, NodeStatus.CONNECTED, NodeStatus.DRAINING, NodeStatus.DEGRADED})
+
 
 class Lifecycle(WireEnum):
     """What the operator asked of a node; liveness is separate (see ``derive_status``)."""
@@ -118,6 +127,25 @@ class DirectiveStatus(WireEnum):
     @property
     def terminal(self) -> bool:
         return self not in (DirectiveStatus.PENDING, DirectiveStatus.DISPATCHED)
+
+
+class DirectiveRole(WireEnum):
+    """Which side of a directive a row records: each side keeps its own."""
+
+    OUTBOUND = "outbound"  # the dispatcher's row
+    INBOUND = "inbound"  # the target's row
+
+
+class ProcessStatus(WireEnum):
+    RUNNING = "running"
+    EXITED = "exited"  # ended with exit code 0
+    FAILED = "failed"  # ended with another code
+    KILLED = "killed"  # ended by us (terminate, cancel, TTL)
+    UNKNOWN = "unknown"  # a remote process whose node went silent
+
+    @property
+    def finished(self) -> bool:
+        return self in (ProcessStatus.EXITED, ProcessStatus.FAILED, ProcessStatus.KILLED)
 
 
 def derive_status(*, is_self: bool, lifecycle: Lifecycle, stale: bool, heard: bool = True) -> NodeStatus:
@@ -304,10 +332,14 @@ def _build_reader(hint: Any) -> Reader:
             return [inner(v, _join(path, i)) for i, v in enumerate(value)]
         return read_list
     if origin is dict:
+        values = _reader(args[1]) if len(args) == 2 and args[1] is not Any else None
+
         def read_dict(value: Any, path: str) -> dict:
             if not isinstance(value, dict):
                 raise WireError(f"{path} must be an object")
-            return dict(value)
+            if values is None:
+                return dict(value)
+            return {k: values(v, _join(path, k)) for k, v in value.items()}
         return read_dict
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         by_value = {m.value: m for m in hint}
@@ -379,23 +411,9 @@ _SCALAR_READERS: dict[Any, Reader] = {bool: _read_bool, int: _read_int, float: _
 
 # --- the swarm's documents ------------------------------------------------------------------------
 @dataclass
-class NodeMetrics:
-    cpu_percent: float = 0.0
-    memory_used_mb: float = 0.0
-    memory_total_mb: float = 0.0
-    disk_used_mb: float = 0.0
-    disk_total_mb: float = 0.0
-    active_sessions: int = 0
-    active_processes: int = 0
-    tokens_used_today: int = 0
-    tokens_out_today: int = 0
-    cost_usd_today: float = 0.0
-    uptime_seconds: float = 0.0
-
-
-@dataclass
-class ResourceCounters:
-    """Cumulative counters since the node (or process) started; a drop means a restart."""
+class Usage:
+    """The one resource vector: what work used. Cumulative over a life (a process, a node's boot)
+    wherever it is a total; ``peak_memory_mb`` is a high-water mark, never summed."""
 
     tokens_in: int = 0
     tokens_out: int = 0
@@ -403,6 +421,116 @@ class ResourceCounters:
     tool_calls: int = 0
     cpu_ms: float = 0.0
     peak_memory_mb: float = 0.0
+
+    def add(self, other: "Usage") -> None:
+        """Counters add up; the peak is the higher one."""
+        for name in USAGE_COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.peak_memory_mb = max(self.peak_memory_mb, other.peak_memory_mb)
+
+    def usage(self) -> "Usage":
+        """This vector alone (a copy), whatever subclass carries it."""
+        return project(Usage, self)
+
+    def rounded(self) -> "Usage":
+        """As reports show it: cost to a micro-dollar, CPU time and memory to a tenth."""
+        out = self.usage()
+        for name, digits in _USAGE_PRECISION.items():
+            setattr(out, name, round(getattr(out, name), digits))
+        return out
+
+
+def project(cls: type, source: Any) -> Any:
+    """A ``cls`` built from the same-named fields of ``source`` (e.g. the usage vector of a record
+    that carries one): one generic copy instead of field lists written out."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return cls(**{name: getattr(source, name) for name in names})
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
+_USAGE_PRECISION = {"cost_usd": 6, "cpu_ms": 1, "peak_memory_mb": 1}
+USAGE_COUNTERS = tuple(f for f in USAGE_FIELDS if f != "peak_memory_mb")  # cumulative: increase() applies
+
+
+@dataclass
+class RunMetrics(Usage):
+    """What one run used (a directive on its target, an agent from start to exit) and how long it took."""
+
+    duration_ms: int = 0
+
+
+@dataclass
+class HostLoad:
+    """A machine's gauges at one moment (psutil)."""
+
+    cpu_percent: float = 0.0
+    memory_used_mb: float = 0.0
+    memory_total_mb: float = 0.0
+    disk_used_mb: float = 0.0
+    disk_total_mb: float = 0.0
+
+
+@dataclass
+class NodeLoad(HostLoad):
+    """A node's gauges: the host's, plus what the node runs and how long it has been up."""
+
+    active_sessions: int = 0
+    active_processes: int = 0
+    uptime_seconds: float = 0.0
+
+
+@dataclass
+class NodeMetrics(NodeLoad):
+    """What the registry shows of a node: its load now and its usage since UTC midnight."""
+
+    today: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class Snapshot(NodeLoad, Usage):
+    """One sample of a node's series (and the heartbeat's ``counters``): cumulative usage since
+    the node started, plus its load. The store's snapshot columns are these fields."""
+
+
+SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot))
+MAX_COUNTER = 1e15  # far beyond any real total; larger values are garbage that would poison sums
+
+
+def read_counters(doc: Any, where: str) -> Snapshot:
+    """A peer's ``counters``: every figure a number from 0 to MAX_COUNTER (missing ones 0)."""
+    if not isinstance(doc, dict):
+        raise WireError(f"{where} must be an object")
+    values = {}
+    for name in SNAPSHOT_FIELDS:
+        key = camel(name)
+        value = doc.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_COUNTER:
+            raise WireError(f"{where}.{key} must be a number from 0 to {MAX_COUNTER:g}; got {value!r}")
+        values[name] = value
+    return Snapshot(**values)
+
+
+def read_lenient(cls: type, doc: Any) -> Any:
+    """A flat dataclass of numbers, strings and flags from camelCase JSON, tolerantly: a field that
+    is missing or of the wrong type keeps its default (monitors must survive older and newer nodes)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    if isinstance(doc, dict):
+        for name, key in _wire_fields(cls):
+            value = doc.get(key)
+            kind = hints[name]
+            if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool):
+                kwargs[name] = int(value)
+            elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                kwargs[name] = float(value)
+            elif kind is str and isinstance(value, str):
+                kwargs[name] = value
+    return cls(**kwargs)
 
 
 @dataclass
@@ -458,38 +586,23 @@ class SwarmDirective:
 
 
 @dataclass
-class DirectiveMetrics:
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    duration_ms: int = 0
-    tool_calls: int = 0
-
-
-@dataclass
 class SwarmDirectiveResult:
     directive_id: str
     node_id: str
     status: DirectiveResultStatus
     output: Any = None
     error: str | None = None
-    metrics: DirectiveMetrics = field(default_factory=DirectiveMetrics)
+    metrics: RunMetrics = field(default_factory=RunMetrics)
     completed_at: str | None = None
 
 
-@dataclass
-class NodeUsage:
+@dataclass(kw_only=True)
+class NodeUsage(Usage):
     """One node's line of the fleet report (24 h window unless said otherwise)."""
 
     node_id: str
     name: str
     status: NodeStatus
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    tool_calls: int = 0
-    cpu_ms: float = 0.0
-    peak_memory_mb: float = 0.0
     snapshots: int = 0
 
 
@@ -516,7 +629,7 @@ class ProcessInfo:
     parent_pid: int | None
     name: str
     role: str
-    status: str  # running | exited | failed | killed | unknown
+    status: ProcessStatus
     node_id: str
     agent_id: str | None = None
     session_id: str | None = None
@@ -526,20 +639,22 @@ class ProcessInfo:
     started_at: str | None = None
     exited_at: str | None = None
     exit_code: int | None = None
-    resources: ResourceCounters = field(default_factory=ResourceCounters)
+    resources: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        self.status = ProcessStatus(self.status)
 
 
-@dataclass
-class TopologyNode:
+@dataclass(kw_only=True)
+class TopologyNode(Usage):
+    """A node in the topology with its usage: ours since start, a peer's since UTC midnight."""
+
     id: str
     name: str
     is_self: bool
     status: NodeStatus
     process_count: int
     remote_process_count: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
 
 
 @dataclass
@@ -547,3 +662,234 @@ class SwarmTopology:
     self_id: str
     nodes: list[TopologyNode]
     processes: list[ProcessInfo]
+
+
+# --- directives: the request, each kind's payload and outcome, the audit record -------------------
+MAX_TTL_MS = 24 * 3600 * 1000
+
+
+def read_strict(cls: type, data: Any, where: str = "") -> Any:
+    """``from_wire`` for what a client sends: keys the type does not have are refused (naming them
+    and the allowed ones), and so is null: an optional field is left out, never sent as null."""
+    if isinstance(data, dict):
+        allowed = [key for _, key in _wire_fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            prefix = f"{where}: " if where else ""
+            raise WireError(f"{prefix}unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        for key, value in data.items():
+            if value is None:
+                raise WireError(f"{_join(where, key)} must not be null; leave it out instead")
+    return from_wire(cls, data, where)
+
+
+_NON_EMPTY = {"schema": {"minLength": 1}}  # field metadata: extra JSON-schema words for api/openapi.py
+
+
+@dataclass
+class DispatchRequest:
+    """``POST /api/swarm/directives``: one target (a node id, a URL, or a group), a kind and its payload."""
+
+    kind: DirectiveKind
+    target_node_id: str | None = field(default=None, metadata=_NON_EMPTY)
+    target_endpoint: str | None = field(default=None, metadata=_NON_EMPTY)
+    group: str | None = field(default=None, metadata=_NON_EMPTY)
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: DirectivePriority = DirectivePriority.NORMAL
+    ttl_ms: int = field(default=DEFAULT_TTL_MS, metadata={"schema": {"minimum": 1, "maximum": MAX_TTL_MS}})
+    parent_directive_id: str | None = field(default=None, metadata=_NON_EMPTY)
+    wait: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("target_node_id", "target_endpoint", "group", "parent_directive_id"):
+            if getattr(self, key) == "":
+                raise WireError(f"{camel(key)} must be a non-empty string")
+        if sum(1 for t in (self.target_node_id, self.target_endpoint, self.group) if t is not None) != 1:
+            raise WireError("name exactly one target: targetNodeId, targetEndpoint or group")
+        if not 1 <= self.ttl_ms <= MAX_TTL_MS:
+            raise WireError(f"ttlMs must be an integer from 1 to {MAX_TTL_MS}; got {self.ttl_ms!r}")
+        if json_depth_exceeds(self.payload):
+            raise WireError(f"payload nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+@dataclass
+class ExecuteTaskOutput:
+    """What execute_task answers (its payload is read by kernel.commands, which knows the tools)."""
+
+    exit_code: int  # negative: killed by that signal
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+
+
+@dataclass
+class SpawnAgentPayload:
+    agent_type: str
+    instruction: str = ""
+    session_id: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    detach: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.agent_type:
+            raise WireError("payload.agentType must name a configured agent type")
+
+
+@dataclass
+class SpawnAgentOutput:
+    """What spawn_agent answers: who the agent is and, unless detached, how it ended."""
+
+    pid: int
+    agent_id: str
+    session_id: str | None
+    agent_type: str
+    node_id: str
+    os_pid: int | None = None
+    detached: bool = False
+    status: ProcessStatus | None = None  # None while a detached agent runs
+    exit_code: int | None = None
+    output: str | None = None
+    truncated: bool = False
+    cpu_ms: float = 0.0
+    peak_memory_mb: float = 0.0
+
+
+@dataclass
+class ForwardMessagePayload:
+    message: Any = None
+    target_session_id: str | None = None
+    agent_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.target_session_id and not self.agent_id:
+            raise WireError("forward_message needs payload.targetSessionId or payload.agentId")
+        if self.message is None:
+            raise WireError("forward_message needs payload.message (any JSON value)")
+
+
+@dataclass
+class ForwardMessageOutput:
+    message_id: int
+    status: str  # delivered | queued
+    delivered_to: list[int] = field(default_factory=list)
+
+
+@dataclass
+class StateVersion:
+    hlc: int
+    origin: str
+
+
+@dataclass
+class StateItem:
+    value: Any
+    version: StateVersion
+
+
+STATE_NAMESPACES = ("memory", "skills", "config")
+
+
+@dataclass
+class SyncStatePayload:
+    namespace: str
+    entries: dict[str, StateItem] = field(default_factory=dict)
+    digest: dict[str, StateVersion] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.namespace not in STATE_NAMESPACES:
+            raise WireError(f"payload.namespace must be one of {', '.join(STATE_NAMESPACES)}; got {self.namespace!r}")
+
+
+@dataclass
+class SyncStateOutput:
+    namespace: str
+    applied: int
+    entries: dict[str, StateItem]
+
+
+@dataclass(kw_only=True)
+class DirectiveRecord(RunMetrics):
+    """One row of the directive audit trail (``swarm_directives``); each side keeps its own."""
+
+    directive_id: str
+    source_node_id: str
+    target_node_id: str
+    kind: DirectiveKind
+    payload: dict[str, Any]
+    priority: DirectivePriority
+    status: DirectiveStatus
+    role: DirectiveRole
+    ttl_ms: int
+    output: Any = None
+    error: str | None = None
+    parent_directive_id: str | None = None
+    dispatched_at: str | None = None
+    completed_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+# --- what the REST API answers besides the documents above ----------------------------------------
+@dataclass
+class QueueFigures:
+    queued: int
+    running: int
+    workers: int
+
+
+@dataclass
+class Health:
+    """``GET /healthz``: public liveness."""
+
+    ok: bool
+    node_id: str
+    name: str
+    status: NodeStatus
+    version: str
+    uptime_seconds: float
+    queue: QueueFigures
+    loop_lag_seconds: float
+
+
+@dataclass(kw_only=True)
+class SeriesPoint(Snapshot):
+    """One point of ``GET /api/swarm/nodes/{id}/snapshots``."""
+
+    snapshot_at: str
+
+
+@dataclass
+class NodeHistoryEntry:
+    """One line of a node's history (registered, restarted, disconnected, recovered, draining,
+    undrained, sealed, superseded)."""
+
+    id: int
+    node_id: str
+    kind: str
+    detail: str
+    at: str
+
+
+@dataclass
+class InboxMessage:
+    """A forward_message kept in the node's inbox until an agent of its session took it."""
+
+    id: int
+    directive_id: str | None
+    session_id: str | None
+    agent_id: str | None
+    source_node_id: str
+    message: Any
+    status: str  # queued | delivered
+    created_at: str
+    delivered_at: str | None
+
+
+@dataclass(kw_only=True)
+class StateRecord(StateItem):
+    """One sync_state entry as REST shows it."""
+
+    namespace: str
+    key: str

@@ -28,10 +28,6 @@ class A2AHandler(Protocol):
     async def load_task(self, task_id: str) -> dict[str, Any] | None:
         """A ProtoJSON Task for an id no longer in memory (e.g. after a restart), or None."""
 
-    def extension_methods(self) -> dict[str, ExtensionMethod]:
-        """Extra JSON-RPC methods (e.g. the swarm heartbeat), called with params; return the result.
-        Raise A2AError or ValueError (-> -32602)."""
-
 
 @dataclass
 class AgentCardInfo:

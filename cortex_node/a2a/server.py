@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +29,7 @@ from cortex_node.a2a.errors import (
     UnsupportedOperationError,
     VersionNotSupportedError,
 )
-from cortex_node.a2a.handler import A2AHandler, AgentCardInfo
+from cortex_node.a2a.handler import A2AHandler, AgentCardInfo, ExtensionMethod
 from cortex_node.a2a.tasks import TaskHandle, TaskStore, TaskSubscription
 from cortex_node.a2a.wire import (
     CARD_PATH,
@@ -96,8 +96,10 @@ class A2AServer:
     """
 
     def __init__(self, handler: A2AHandler, card_info_provider: Callable[[], AgentCardInfo], clock: Clock,
-                 tasks: TaskStore | None = None) -> None:
-        """``clock`` stamps the tasks of the default store; pass ``tasks`` to share or size the store."""
+                 tasks: TaskStore | None = None, *, extension_methods: Mapping[str, ExtensionMethod] | None = None) -> None:
+        """``clock`` stamps the tasks of the default store; pass ``tasks`` to share or size the store.
+        ``extension_methods``: extra JSON-RPC methods (e.g. the swarm heartbeat), called with params;
+        they return the result or raise A2AError or ValueError (-> -32602)."""
         self._handler = handler
         self._card_info = card_info_provider
         self.tasks = tasks if tasks is not None else TaskStore(clock)
@@ -116,7 +118,7 @@ class A2AServer:
             "SendStreamingMessage": self._start_message_stream,
             "SubscribeToTask": self._start_subscription,
         }
-        self._extensions: dict[str, RpcMethod] = dict(handler.extension_methods())
+        self._extensions: dict[str, RpcMethod] = dict(extension_methods or {})
         clash = set(self._extensions) & (set(self._methods) | set(self._stream_methods))
         if clash:
             raise ValueError(f"extension methods may not replace A2A methods: {', '.join(sorted(clash))}")

@@ -13,10 +13,13 @@ from typing import Any
 from cortex_node import contracts as c
 from cortex_node.contracts import SNAPSHOT_RETENTION, SWARM_VERSION, camel
 
+# every document the API sends or takes, described from its dataclass
 _MODELS = [
-    c.NodeMetrics, c.ResourceCounters, c.SwarmNode, c.NodeUsage, c.SwarmResourceReport, c.ProcessInfo,
-    c.TopologyNode, c.SwarmTopology,
+    c.Usage, c.NodeMetrics, c.SwarmNode, c.NodeUsage, c.SwarmResourceReport, c.ProcessInfo, c.TopologyNode,
+    c.SwarmTopology, c.SeriesPoint, c.NodeHistoryEntry, c.DirectiveRecord, c.DispatchRequest, c.StateVersion,
+    c.StateRecord, c.InboxMessage, c.QueueFigures, c.Health,
 ]
+_REQUESTS = (c.DispatchRequest,)  # documents a client sends: only fields without a default are required
 
 
 def _schema_for(hint: Any) -> dict[str, Any]:
@@ -42,10 +45,28 @@ def _schema_for(hint: Any) -> dict[str, Any]:
             str: {"type": "string"}}.get(hint, {})
 
 
+def _without_none(hint: Any) -> Any:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
 def _model_schema(cls: type) -> dict[str, Any]:
+    """Every field, with the JSON-schema words its ``metadata["schema"]`` adds. An answer always
+    carries every field; a request needs only those without a default, and nothing else."""
     hints = typing.get_type_hints(cls)
-    props = {camel(f.name): _schema_for(hints[f.name]) for f in dataclasses.fields(cls)}
-    return {"type": "object", "required": list(props), "properties": props}
+    fields = dataclasses.fields(cls)
+    request = cls in _REQUESTS
+    # a request leaves an optional field out; it never sends null (read_strict refuses it)
+    props = {camel(f.name): {**_schema_for(_without_none(hints[f.name]) if request else hints[f.name]),
+                             **f.metadata.get("schema", {})} for f in fields}
+    if not request:
+        return {"type": "object", "required": list(props), "properties": props}
+    required = [camel(f.name) for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    schema = {"type": "object", "properties": props, "additionalProperties": False}
+    return dict(schema, required=required) if required else schema
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -75,37 +96,10 @@ def _op(summary: str, ok: dict[str, Any], *, params: list | None = None, errors:
 @functools.lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     schemas = {m.__name__: _model_schema(m) for m in _MODELS}
-    schemas["Snapshot"] = {
-        "type": "object",
-        "required": ["snapshotAt"],
-        "properties": {
-            **{k: {"type": "number"} for k in (
-                "tokensIn", "tokensOut", "costUsd", "toolCalls", "cpuMs", "cpuPercent", "memoryUsedMb",
-                "memoryTotalMb", "diskUsedMb", "diskTotalMb", "activeSessions", "activeProcesses",
-                "uptimeSeconds")},
-            "snapshotAt": {"type": "string", "format": "date-time"},
-        },
-    }
-    schemas["NodeEvent"] = {
-        "type": "object", "required": ["id", "nodeId", "kind", "detail", "at"],
-        "properties": {"id": {"type": "integer"}, "nodeId": {"type": "string"}, "kind": {"type": "string"},
-                       "detail": {"type": "string"}, "at": {"type": "string", "format": "date-time"}},
-    }
-    schemas["DirectiveRecord"] = {
-        "type": "object",
-        "required": ["directiveId", "sourceNodeId", "targetNodeId", "kind", "status", "priority", "ttlMs", "createdAt"],
-        "properties": {
-            "directiveId": {"type": "string"}, "sourceNodeId": {"type": "string"},
-            "targetNodeId": {"type": "string"}, "kind": _schema_for(c.DirectiveKind),
-            "payload": {"type": "object"}, "priority": _schema_for(c.DirectivePriority),
-            "status": _schema_for(c.DirectiveStatus), "output": {}, "error": {"type": "string", "nullable": True},
-            "tokensIn": {"type": "integer"}, "tokensOut": {"type": "integer"}, "costUsd": {"type": "number"},
-            "durationMs": {"type": "integer"}, "toolCalls": {"type": "integer"},
-            "parentDirectiveId": {"type": "string", "nullable": True}, "ttlMs": {"type": "integer"},
-            "dispatchedAt": {"type": "string", "nullable": True}, "completedAt": {"type": "string", "nullable": True},
-            "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}, "role": {"type": "string"},
-        },
-    }
+    schemas["DispatchRequest"].update({
+        "description": "Name exactly one target: targetNodeId, targetEndpoint or group.",
+        "oneOf": [{"required": ["targetNodeId"]}, {"required": ["targetEndpoint"]}, {"required": ["group"]}],
+    })
     schemas["Error"] = {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["code", "message"],
@@ -116,41 +110,16 @@ def openapi_document() -> dict[str, Any]:
     drain_body = {"type": "object", "additionalProperties": False,
                   "properties": {"reason": {"type": "string", "maxLength": 200},
                                  "deadlineSeconds": {"type": "number", "minimum": 0, "maximum": 86400}}}
-    schemas["StateEntry"] = {
-        "type": "object", "required": ["namespace", "key", "value", "version"],
-        "properties": {"namespace": {"type": "string"}, "key": {"type": "string"}, "value": {},
-                       "version": {"type": "object", "required": ["hlc", "origin"],
-                                   "properties": {"hlc": {"type": "integer"}, "origin": {"type": "string"}}}},
-    }
     dispatch_answer = {"oneOf": [_REF("DirectiveRecord"), {
         "type": "object", "required": ["group", "directives"],
         "properties": {"group": {"type": "string"},
                        "directives": {"type": "array", "items": _REF("DirectiveRecord")}}}]}
-    schemas["DispatchRequest"] = {
-        "type": "object", "required": ["kind"], "additionalProperties": False,
-        "description": "Name exactly one target: targetNodeId, targetEndpoint or group.",
-        "oneOf": [{"required": ["targetNodeId"]}, {"required": ["targetEndpoint"]}, {"required": ["group"]}],
-        "properties": {
-            "targetNodeId": {"type": "string", "minLength": 1}, "targetEndpoint": {"type": "string", "minLength": 1},
-            "group": {"type": "string", "minLength": 1}, "kind": _schema_for(c.DirectiveKind),
-            "payload": {"type": "object"}, "priority": _schema_for(c.DirectivePriority),
-            "ttlMs": {"type": "integer", "minimum": 1, "maximum": 86_400_000},
-            "parentDirectiveId": {"type": "string", "minLength": 1}, "wait": {"type": "boolean"},
-        },
-    }
     limit = lambda default, hi: {  # noqa: E731
         "name": "limit", "in": "query", "required": False,
         "schema": {"type": "integer", "minimum": 1, "maximum": hi, "default": default},
     }
     paths = {
-        "/healthz": {"get": _op("Liveness of this node (public)", _ok({
-            "type": "object", "required": ["ok", "nodeId", "name", "status", "version", "uptimeSeconds"],
-            "properties": {"ok": {"type": "boolean"}, "nodeId": {"type": "string"}, "name": {"type": "string"},
-                           "status": _schema_for(c.NodeStatus), "version": {"type": "string"},
-                           "uptimeSeconds": {"type": "number"}, "loopLagSeconds": {"type": "number"},
-                           "queue": {"type": "object", "required": ["queued", "running", "workers"],
-                                     "properties": {k: {"type": "integer"} for k in ("queued", "running", "workers")}}}}),
-            errors=())},
+        "/healthz": {"get": _op("Liveness of this node (public)", _ok(_REF("Health")), errors=())},
         "/api/swarm/nodes": {"get": _op("Every node this node knows, with status and metrics", _ok({
             "type": "object", "required": ["selfId", "nodes"],
             "properties": {"selfId": {"type": "string"}, "nodes": {"type": "array", "items": _REF("SwarmNode")}}}))},
@@ -168,7 +137,7 @@ def openapi_document() -> dict[str, Any]:
             "A node's resource time series, oldest first (the newest `limit` samples at or after `since`)",
             _ok({"type": "object", "required": ["nodeId", "snapshots"],
                  "properties": {"nodeId": {"type": "string"},
-                                "snapshots": {"type": "array", "items": _REF("Snapshot")}}}),
+                                "snapshots": {"type": "array", "items": _REF("SeriesPoint")}}}),
             params=[_NODE_ID, limit(SNAPSHOT_RETENTION, SNAPSHOT_RETENTION),
                     {"name": "since", "in": "query", "required": False,
                      "schema": {"type": "string", "format": "date-time"}}],
@@ -177,7 +146,7 @@ def openapi_document() -> dict[str, Any]:
             "A node's recent events, newest first",
             _ok({"type": "object", "required": ["nodeId", "events"],
                  "properties": {"nodeId": {"type": "string"},
-                                "events": {"type": "array", "items": _REF("NodeEvent")}}}),
+                                "events": {"type": "array", "items": _REF("NodeHistoryEntry")}}}),
             params=[_NODE_ID, limit(50, 200)], errors=(400, 401, 404))},
         "/api/swarm/report": {"get": _op("Fleet resource report over the last 24 h",
                                          _ok(_REF("SwarmResourceReport")))},
@@ -206,18 +175,13 @@ def openapi_document() -> dict[str, Any]:
             errors=(401, 404))},
         "/api/swarm/messages": {"get": _op(
             "The forward_message inbox, newest first",
-            _ok({"type": "object", "required": ["messages"], "properties": {"messages": {"type": "array", "items": {
-                "type": "object", "required": ["id", "sessionId", "agentId", "message", "status", "createdAt"],
-                "properties": {"id": {"type": "integer"}, "directiveId": {"type": "string", "nullable": True},
-                               "sessionId": {"type": "string", "nullable": True},
-                               "agentId": {"type": "string", "nullable": True}, "sourceNodeId": {"type": "string"},
-                               "message": {}, "status": {"type": "string", "enum": ["queued", "delivered"]},
-                               "createdAt": {"type": "string"}, "deliveredAt": {"type": "string", "nullable": True}}}}}}),
+            _ok({"type": "object", "required": ["messages"],
+                 "properties": {"messages": {"type": "array", "items": _REF("InboxMessage")}}}),
             params=[{"name": "sessionId", "in": "query", "required": False, "schema": {"type": "string"}}, limit(100, 1000)],
             errors=(400, 401))},
         "/api/swarm/state/{namespace}/{key}": {
-            "get": _op("One sync_state entry", _ok(_REF("StateEntry")), params=_STATE_PARAMS, errors=(400, 401, 404)),
-            "put": {**_op("Write one sync_state entry (a new version from this node)", _ok(_REF("StateEntry")),
+            "get": _op("One sync_state entry", _ok(_REF("StateRecord")), params=_STATE_PARAMS, errors=(400, 401, 404)),
+            "put": {**_op("Write one sync_state entry (a new version from this node)", _ok(_REF("StateRecord")),
                           params=_STATE_PARAMS, errors=(400, 401)),
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["value"], "properties": {"value": {}},

@@ -7,23 +7,21 @@ import json
 
 from aiohttp import web
 
-from cortex_node.contracts import (
-    DEFAULT_TTL_MS,
-    MAX_JSON_DEPTH,
-    SNAPSHOT_RETENTION,
-    SWARM_VERSION,
-    DirectiveKind,
-    DirectivePriority,
-    DirectiveStatus,
-    json_depth_exceeds,
-    parse_ts,
-)
 from cortex_node.api.http import ApiError, json_response, query_enum, query_int, read_json_object
 from cortex_node.api.metrics import prometheus_text
 from cortex_node.api.openapi import openapi_document
-from cortex_node.swarm.coordinator import ONLINE_STATUSES, Coordinator
-from cortex_node.swarm.directive_handler import check_state_key
-from cortex_node.swarm.transport import MAX_TTL_MS
+from cortex_node.contracts import (
+    MAX_JSON_DEPTH,
+    SNAPSHOT_RETENTION,
+    DirectiveStatus,
+    DispatchRequest,
+    WireError,
+    json_depth_exceeds,
+    parse_ts,
+    read_strict,
+)
+from cortex_node.swarm.coordinator import Coordinator
+from cortex_node.swarm.state_sync import check_state_key
 
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 routes = web.RouteTableDef()
@@ -35,20 +33,14 @@ def _coord(request: web.Request) -> Coordinator:
 
 def _node_id(request: web.Request) -> str:
     node_id = request.match_info["node_id"]
-    if node_id not in _coord(request).registry.nodes:
+    if not _coord(request).has_node(node_id):
         raise ApiError(404, f"no node with id {node_id!r}; list them with GET /api/swarm/nodes")
     return node_id
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    c = _coord(request)
-    me = c.registry.get(c.node_id)
-    return json_response({
-        "ok": True, "nodeId": c.node_id, "name": me.name, "status": me.status.value,
-        "version": SWARM_VERSION, "uptimeSeconds": round((c.clock.now_ms() - c.started_at_ms) / 1000, 1),
-        "queue": c.handler.queue_figures(), "loopLagSeconds": round(c.loop_lag_s, 3),
-    })
+    return json_response(_coord(request).health())
 
 
 @routes.get("/openapi.json")
@@ -67,7 +59,7 @@ async def nodes_metrics(request: web.Request) -> web.Response:
     c = _coord(request)
     items = [
         {"nodeId": n.id, "name": n.name, "status": n.status, "lastHeartbeat": n.last_heartbeat, "metrics": n.metrics}
-        for n in c.list_nodes() if n.status in ONLINE_STATUSES
+        for n in c.list_nodes() if n.status.is_live
     ]
     return json_response({"nodes": items})
 
@@ -89,7 +81,7 @@ async def node_snapshots(request: web.Request) -> web.Response:
         except (ValueError, OverflowError):
             raise ApiError(400, f"query parameter 'since' must be an ISO 8601 timestamp such as "
                                 f"2026-11-26T10:00:00Z; got {since_raw!r}") from None
-    series = await _coord(request).registry.snapshots.series(node_id, limit, since)
+    series = await _coord(request).node_series(node_id, limit, since)
     return json_response({"nodeId": node_id, "snapshots": series})
 
 
@@ -97,7 +89,7 @@ async def node_snapshots(request: web.Request) -> web.Response:
 async def node_events(request: web.Request) -> web.Response:
     node_id = _node_id(request)
     limit = query_int(request, "limit", 50, 1, 200)
-    events = await _coord(request).registry.events.list(node_id, limit)
+    events = await _coord(request).node_history(node_id, limit)
     return json_response({"nodeId": node_id, "events": events})
 
 
@@ -134,66 +126,23 @@ async def seal(request: web.Request) -> web.Response:
 
 
 # --- directives ---------------------------------------------------------------------------------
-_DISPATCH_KEYS = {"targetNodeId", "targetEndpoint", "group", "kind", "payload", "priority", "ttlMs",
-                  "parentDirectiveId", "wait"}
-
-
-def _parse_dispatch(body: dict) -> dict:
-    unknown = sorted(set(body) - _DISPATCH_KEYS)
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_DISPATCH_KEYS))}")
-    for key in ("targetNodeId", "targetEndpoint", "group", "parentDirectiveId"):
-        if key in body and (not isinstance(body[key], str) or not body[key]):
-            raise ApiError(400, f"'{key}' must be a non-empty string")
-    if sum(1 for k in ("targetNodeId", "targetEndpoint", "group") if k in body) != 1:
-        raise ApiError(400, "name exactly one target: targetNodeId, targetEndpoint or group")
-    try:
-        kind = DirectiveKind(body.get("kind"))
-    except ValueError:
-        raise ApiError(400, f"'kind' must be one of {', '.join(k.value for k in DirectiveKind)}; "
-                            f"got {body.get('kind')!r}") from None
-    try:
-        priority = DirectivePriority(body.get("priority", "normal"))
-    except ValueError:
-        raise ApiError(400, f"'priority' must be one of {', '.join(p.value for p in DirectivePriority)}; "
-                            f"got {body.get('priority')!r}") from None
-    payload = body.get("payload", {})
-    if not isinstance(payload, dict):
-        raise ApiError(400, "'payload' must be a JSON object")
-    if json_depth_exceeds(payload):
-        raise ApiError(400, f"'payload' nests deeper than {MAX_JSON_DEPTH} levels")
-    ttl = body.get("ttlMs", DEFAULT_TTL_MS)
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL_MS:
-        raise ApiError(400, f"'ttlMs' must be an integer from 1 to {MAX_TTL_MS}; got {ttl!r}")
-    wait = body.get("wait", True)
-    if not isinstance(wait, bool):
-        raise ApiError(400, "'wait' must be true or false")
-    return {"kind": kind, "payload": payload, "priority": priority, "ttl_ms": ttl, "wait": wait,
-            "parent_directive_id": body.get("parentDirectiveId"), "target_node_id": body.get("targetNodeId"),
-            "target_endpoint": body.get("targetEndpoint"), "group": body.get("group")}
-
-
 @routes.post("/api/swarm/directives")
 async def create_directive(request: web.Request) -> web.Response:
-    args = _parse_dispatch(await read_json_object(request))
+    try:
+        dispatch = read_strict(DispatchRequest, await read_json_object(request))
+    except WireError as exc:
+        raise ApiError(400, str(exc)) from None
     c = _coord(request)
-    group = args.pop("group")
-    wait = args["wait"]
-    if group is not None:
-        kind, payload = args.pop("kind"), args.pop("payload")
-        for key in ("target_node_id", "target_endpoint"):
-            args.pop(key)
-        rows = await c.broadcast(group, kind, payload, **args)
-        return json_response({"group": group, "directives": rows}, status=200 if wait else 202)
-    kind, payload = args.pop("kind"), args.pop("payload")
-    row = await c.dispatch(kind, payload, **args)
-    return json_response(row, status=200 if wait else 202)
+    status = 200 if dispatch.wait else 202
+    if dispatch.group is not None:
+        return json_response({"group": dispatch.group, "directives": await c.broadcast(dispatch)}, status=status)
+    return json_response(await c.dispatch(dispatch), status=status)
 
 
 @routes.get("/api/swarm/directives/{directive_id}")
 async def get_directive(request: web.Request) -> web.Response:
     directive_id = request.match_info["directive_id"]
-    row = await _coord(request).directives.get(directive_id)
+    row = await _coord(request).get_directive(directive_id)
     if row is None:
         raise ApiError(404, f"no directive with id {directive_id!r}")
     return json_response(row)
@@ -213,7 +162,7 @@ async def cancel_directive(request: web.Request) -> web.Response:
 async def list_messages(request: web.Request) -> web.Response:
     session_id = request.query.get("sessionId") or None
     limit = query_int(request, "limit", 100, 1, 1000)
-    return json_response({"messages": await _coord(request).handler.inbox.list(session_id, limit)})
+    return json_response({"messages": await _coord(request).list_messages(session_id, limit)})
 
 
 def _state_args(request: web.Request) -> tuple[str, str]:
@@ -228,10 +177,10 @@ def _state_args(request: web.Request) -> tuple[str, str]:
 @routes.get("/api/swarm/state/{namespace}/{key}")
 async def get_state(request: web.Request) -> web.Response:
     namespace, key = _state_args(request)
-    entry = await _coord(request).handler.state.get(namespace, key)
+    entry = await _coord(request).get_state(namespace, key)
     if entry is None:
         raise ApiError(404, f"no key {key!r} in namespace {namespace!r}")
-    return json_response({"namespace": namespace, "key": key, **entry.to_wire()})
+    return json_response(entry)
 
 
 @routes.put("/api/swarm/state/{namespace}/{key}")
@@ -242,8 +191,8 @@ async def put_state(request: web.Request) -> web.Response:
         raise ApiError(400, "the body must be {\"value\": <any JSON>}")
     if json_depth_exceeds(body):
         raise ApiError(400, f"'value' nests deeper than {MAX_JSON_DEPTH} levels")
-    entry = await _coord(request).handler.put_state(namespace, key, body["value"])
-    return json_response({"namespace": namespace, "key": key, **entry.to_wire()})
+    entry = await _coord(request).put_state(namespace, key, body["value"])
+    return json_response(entry)
 
 
 # --- remote control, the change feed, Prometheus ------------------------------------------------
@@ -291,7 +240,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one ``event: <kind>`` per change, a comment every 15 s to keep
     proxies from closing an idle stream."""
     c = _coord(request)
-    sub = c.events.subscribe()
+    sub = c.subscribe()
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
     await resp.prepare(request)
     try:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 import psutil
 
 from cortex_node.clock import Clock
-from cortex_node.contracts import NodeTier, ProcessInfo, new_id
+from cortex_node.contracts import NodeTier, ProcessInfo, ProcessStatus, RunMetrics, new_id
 from cortex_node.kernel.commands import (
     OUTPUT_LIMIT,
     CappedBuffer,
@@ -107,24 +107,13 @@ def load_agent_types(config: Mapping[str, Any]) -> dict[str, AgentType]:
 
 
 @dataclass
-class AgentMetrics:
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    tool_calls: int = 0
-    duration_ms: int = 0
-    cpu_ms: float = 0.0
-    peak_memory_mb: float = 0.0
-
-
-@dataclass
 class AgentOutcome:
-    status: str  # exited (code 0) | failed | killed (terminated by us)
+    status: ProcessStatus  # exited (code 0) | failed | killed (terminated by us)
     exit_code: int  # negative: the signal that ended it
     output: str  # stdout without usage lines, capped (a marker says so)
     truncated: bool
     stderr: str  # the first STDERR_LIMIT bytes: how a failed agent explains itself
-    metrics: AgentMetrics
+    metrics: RunMetrics
 
 
 def parse_usage_line(line: bytes) -> dict[str, int | float] | None:
@@ -275,7 +264,7 @@ class RunningAgent:
             raise
         except Exception as exc:  # its waiters must hear of it rather than hang
             log.exception("agent %s (os pid %s): supervision failed", self.agent_id, self.os_pid)
-            self._kernel.finish(self.pid, "failed", None)
+            self._kernel.finish(self.pid, ProcessStatus.FAILED, None)
             self._done.set_exception(exc)
         finally:
             sampler.cancel()
@@ -284,14 +273,11 @@ class RunningAgent:
     def _finish(self, exit_status: ExitStatus) -> None:
         self._stdout.close()
         self._kernel.set_process_sample(self.pid, exit_status.cpu_ms, 0.0)  # cpu only: memory peaks come from samples
-        status = "killed" if self._terminated else "exited" if exit_status.exit_code == 0 else "failed"
+        status = (ProcessStatus.KILLED if self._terminated
+                  else ProcessStatus.EXITED if exit_status.exit_code == 0 else ProcessStatus.FAILED)
         self._kernel.finish(self.pid, status, exit_status.exit_code)
-        r = self._info.resources
-        metrics = AgentMetrics(
-            tokens_in=r.tokens_in, tokens_out=r.tokens_out, cost_usd=r.cost_usd, tool_calls=r.tool_calls,
-            duration_ms=round((self._clock.monotonic() - self._started) * 1000),
-            cpu_ms=round(r.cpu_ms, 1), peak_memory_mb=round(r.peak_memory_mb, 1),
-        )
+        metrics = RunMetrics(**vars(self._info.resources.rounded()),
+                             duration_ms=round((self._clock.monotonic() - self._started) * 1000))
         self._done.set_result(AgentOutcome(
             status=status, exit_code=exit_status.exit_code, output=self._stdout.text(),
             truncated=self._stdout.truncated, stderr=self._stderr.text(), metrics=metrics,
@@ -395,7 +381,7 @@ class AgentRuntime:
         try:
             await agent._start(argv, child_env, first_line, detach, on_finished=self._forget)
         except BaseException:
-            self.kernel.finish(info.pid, "failed", None)
+            self.kernel.finish(info.pid, ProcessStatus.FAILED, None)
             raise
         self._agents[agent_id] = agent
         log.info("agent %s (%s, kernel pid %s, os pid %s) started in session %s",

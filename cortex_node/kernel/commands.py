@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from cortex_node.clock import Clock
+from cortex_node.contracts import ExecuteTaskOutput
 from cortex_node.kernel.policy import child_environment
 
 OUTPUT_LIMIT = 64 * 1024  # bytes kept of each of stdout and stderr
@@ -54,14 +55,8 @@ class CommandSpec:
 
 
 @dataclass
-class CommandOutcome:
-    exit_code: int  # negative: killed by that signal
-    stdout: str
-    stderr: str
-    stdout_truncated: bool
-    stderr_truncated: bool
-    duration_ms: int
-    timed_out: bool
+class CommandOutcome(ExecuteTaskOutput):
+    timed_out: bool = False
 
 
 # --- payload -> spec ------------------------------------------------------------------------------

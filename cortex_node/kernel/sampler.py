@@ -8,17 +8,15 @@ from pathlib import Path
 
 import psutil
 
+from cortex_node.contracts import HostLoad
+
 MB = 1024 * 1024
 
 
 @dataclass
 class HostSample:
-    cpu_percent: float
-    memory_used_mb: float
-    memory_total_mb: float
-    disk_used_mb: float
-    disk_total_mb: float
-    own_cpu_ms: float
+    load: HostLoad  # the machine
+    own_cpu_ms: float  # the daemon itself
     own_rss_mb: float
 
 
@@ -38,12 +36,11 @@ class HostSampler:
         with self._proc.oneshot():
             times = self._proc.cpu_times()
             rss = self._proc.memory_info().rss
-        return HostSample(
+        load = HostLoad(
             cpu_percent=float(psutil.cpu_percent(interval=None)),
             memory_used_mb=round((vm.total - vm.available) / MB, 1),
             memory_total_mb=round(vm.total / MB, 1),
             disk_used_mb=round(disk_used, 1),
             disk_total_mb=round(disk_total, 1),
-            own_cpu_ms=(times.user + times.system) * 1000.0,
-            own_rss_mb=rss / MB,
         )
+        return HostSample(load=load, own_cpu_ms=(times.user + times.system) * 1000.0, own_rss_mb=rss / MB)

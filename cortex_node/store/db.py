@@ -121,11 +121,6 @@ class Store:
             except Exception:  # closing after a failed open must not mask the first error
                 pass
 
-    async def integrity_ok(self) -> bool:
-        async with self.db.execute("PRAGMA integrity_check") as cur:
-            row = await cur.fetchone()
-        return row is not None and row[0] == "ok"
-
 
 def _run_batch(conn: sqlite3.Connection, jobs: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
     """On the database thread: one transaction, a savepoint per job."""

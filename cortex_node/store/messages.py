@@ -3,19 +3,19 @@ session (or the named agent) runs and it has been written to that agent's stdin.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from typing import Any
 
-from cortex_node.contracts import format_ts
+from cortex_node.contracts import InboxMessage, format_ts
 from cortex_node.store.db import Store
 
-_COLS = "id, directive_id, session_id, agent_id, source_node_id, message, status, created_at, delivered_at"
+_COLS = ", ".join(f.name for f in dataclasses.fields(InboxMessage))
 
 
-def _wire(r: Any) -> dict[str, Any]:
-    return {"id": r[0], "directiveId": r[1], "sessionId": r[2], "agentId": r[3], "sourceNodeId": r[4],
-            "message": json.loads(r[5]), "status": r[6], "createdAt": r[7], "deliveredAt": r[8]}
+def _message(r: Any) -> InboxMessage:
+    return InboxMessage(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])
 
 
 class MessageRepo:
@@ -33,12 +33,12 @@ class MessageRepo:
         )
         return cur.lastrowid
 
-    async def queued_for(self, session_id: str | None, agent_id: str | None) -> list[dict[str, Any]]:
+    async def queued_for(self, session_id: str | None, agent_id: str | None) -> list[InboxMessage]:
         async with self.store.db.execute(
             f"SELECT {_COLS} FROM swarm_messages WHERE status = 'queued' AND (session_id = ? OR agent_id = ?) ORDER BY id",
             (session_id, agent_id),
         ) as cur:
-            return [_wire(r) for r in await cur.fetchall()]
+            return [_message(r) for r in await cur.fetchall()]
 
     @staticmethod
     def mark_delivered(conn: sqlite3.Connection, message_id: int, now_ms: int) -> None:
@@ -46,11 +46,11 @@ class MessageRepo:
             "UPDATE swarm_messages SET status = 'delivered', delivered_at = ? WHERE id = ?", (format_ts(now_ms), message_id)
         )
 
-    async def list(self, session_id: str | None, limit: int) -> list[dict[str, Any]]:
+    async def list(self, session_id: str | None, limit: int) -> list[InboxMessage]:
         if session_id is None:
             sql, params = f"SELECT {_COLS} FROM swarm_messages ORDER BY id DESC LIMIT ?", (limit,)
         else:
             sql = f"SELECT {_COLS} FROM swarm_messages WHERE session_id = ? ORDER BY id DESC LIMIT ?"
             params = (session_id, limit)
         async with self.store.db.execute(sql, params) as cur:
-            return [_wire(r) for r in await cur.fetchall()]
+            return [_message(r) for r in await cur.fetchall()]

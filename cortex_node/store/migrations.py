@@ -127,4 +127,11 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX swarm_messages_session ON swarm_messages (session_id, id)",
     ],
+    # 2: the usage vector is the same everywhere: snapshots keep the processes' peak memory,
+    #    directive rows the CPU time and peak memory of what they ran
+    [
+        "ALTER TABLE swarm_resource_snapshots ADD COLUMN peak_memory_mb REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE swarm_directives ADD COLUMN cpu_ms REAL NOT NULL DEFAULT 0",
+        "ALTER TABLE swarm_directives ADD COLUMN peak_memory_mb REAL NOT NULL DEFAULT 0",
+    ],
 ]

@@ -8,7 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cortex_node import jsonfast
-from cortex_node.contracts import Lifecycle, NodeMetrics, NodeStatus, NodeTier, format_ts, parse_ts, to_wire
+from cortex_node.contracts import (
+    Lifecycle,
+    NodeMetrics,
+    NodeStatus,
+    NodeTier,
+    WireError,
+    format_ts,
+    from_wire,
+    parse_ts,
+    to_wire,
+)
 from cortex_node.store.db import Store
 
 
@@ -38,6 +48,11 @@ class NodeRow:
     last_heartbeat_ms: int | None = None
     drained: bool = False  # an operator's drain, remembered through a seal and restart
 
+    @property
+    def rpc_url(self) -> str:
+        """Where the node's JSON-RPC (A2A) endpoint is: the one place this is decided."""
+        return self.a2a_endpoint or f"{self.endpoint}/a2a"
+
 
 _COLUMNS = (
     "id, name, endpoint, tier, status, capabilities, version, group_name, last_heartbeat, "
@@ -65,8 +80,10 @@ def _params(row: NodeRow) -> tuple[Any, ...]:
 
 
 def _from_db(r: Any) -> NodeRow:
-    metrics_doc = json.loads(r[14] or "{}")
-    metrics = NodeMetrics(**{k: v for k, v in _snake(metrics_doc).items() if k in NodeMetrics.__dataclass_fields__})
+    try:  # the figures of the last heartbeat; a row an older version wrote starts from zero
+        metrics = from_wire(NodeMetrics, json.loads(r[14] or "{}"), "metrics")
+    except (WireError, ValueError):
+        metrics = NodeMetrics()
     return NodeRow(
         id=r[0], name=r[1], endpoint=r[2], tier=NodeTier(r[3]), status=NodeStatus(r[4]),
         capabilities=json.loads(r[5] or "[]"), version=r[6], group_name=r[7],
@@ -75,13 +92,6 @@ def _from_db(r: Any) -> NodeRow:
         labels=json.loads(r[13] or "{}"), metrics=metrics, host=r[20], port=r[21], boot_id=r[22],
         lifecycle=Lifecycle(r[23]), is_self=bool(r[24]), drained=bool(r[25]),
     )
-
-
-def _snake(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in doc.items():
-        out["".join("_" + c.lower() if c.isupper() else c for c in key)] = value
-    return out
 
 
 class NodeRepo:

@@ -8,40 +8,26 @@ and the new value counts in full. The first sample of a node is its baseline.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from cortex_node.contracts import SNAPSHOT_RETENTION, camel, format_ts
+from cortex_node.contracts import (
+    SNAPSHOT_FIELDS,
+    SNAPSHOT_RETENTION,
+    USAGE_COUNTERS,
+    Snapshot,
+    Usage,
+    camel,
+    format_ts,
+)
 from cortex_node.store.db import Store
 
-COUNTERS = ("tokens_in", "tokens_out", "cost_usd", "tool_calls", "cpu_ms")
-SNAPSHOT_FIELDS = (
-    "tokens_in", "tokens_out", "cost_usd", "tool_calls", "cpu_ms", "cpu_percent", "memory_used_mb",
-    "memory_total_mb", "disk_used_mb", "disk_total_mb", "active_sessions", "active_processes",
-    "uptime_seconds",
-)
 HOUR_MS = 3_600_000
+USAGE_BUCKETS_KEPT_MS = 48 * HOUR_MS  # twice the report window; older hourly buckets are pruned
 _SERIES_FIELDS = ", ".join(f"'{camel(f)}', {f}" for f in SNAPSHOT_FIELDS) + ", 'snapshotAt', snapshot_at"
-
-
-@dataclass
-class Snapshot:
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    tool_calls: int = 0
-    cpu_ms: float = 0.0
-    cpu_percent: float = 0.0
-    memory_used_mb: float = 0.0
-    memory_total_mb: float = 0.0
-    disk_used_mb: float = 0.0
-    disk_total_mb: float = 0.0
-    active_sessions: int = 0
-    active_processes: int = 0
-    uptime_seconds: float = 0.0
 
 
 def counter_increase(prev: float | None, cur: float, reset: bool = False) -> float:
@@ -61,15 +47,18 @@ _INSERT = (
     f"INSERT INTO swarm_resource_snapshots (node_id, {', '.join(SNAPSHOT_FIELDS)}, snapshot_at) "
     f"VALUES (?, {', '.join('?' * len(SNAPSHOT_FIELDS))}, ?)"
 )
+# the hour's bucket: counter increases add up, the host memory in use feeds the hour's peak
 _BUCKET = (
-    "INSERT INTO swarm_usage_hourly (node_id, hour_start, tokens_in, tokens_out, cost_usd, tool_calls,"
-    " cpu_ms, peak_memory_mb, snapshots) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) "
-    "ON CONFLICT (node_id, hour_start) DO UPDATE SET tokens_in = tokens_in + excluded.tokens_in,"
-    " tokens_out = tokens_out + excluded.tokens_out, cost_usd = cost_usd + excluded.cost_usd,"
-    " tool_calls = tool_calls + excluded.tool_calls, cpu_ms = cpu_ms + excluded.cpu_ms,"
-    " peak_memory_mb = CASE WHEN excluded.peak_memory_mb > peak_memory_mb"
+    f"INSERT INTO swarm_usage_hourly (node_id, hour_start, {', '.join(USAGE_COUNTERS)}, peak_memory_mb, snapshots)"
+    f" VALUES (?, ?, {', '.join('?' * len(USAGE_COUNTERS))}, ?, 1) ON CONFLICT (node_id, hour_start) DO UPDATE SET "
+    + "".join(f"{c} = {c} + excluded.{c}, " for c in USAGE_COUNTERS)
+    + "peak_memory_mb = CASE WHEN excluded.peak_memory_mb > peak_memory_mb"
     " THEN excluded.peak_memory_mb ELSE peak_memory_mb END, snapshots = snapshots + 1"
 )
+_INTEGER = frozenset(f.name for f in dataclasses.fields(Usage) if f.type in (int, "int"))
+_USAGE_SUMS = ", ".join(f"SUM({c})" for c in USAGE_COUNTERS)
+
+
 # Keeps the newest SNAPSHOT_RETENTION rows of one node: an index range delete, no table scan.
 _RETAIN = (
     "DELETE FROM swarm_resource_snapshots WHERE node_id = ? AND id <= ("
@@ -106,16 +95,13 @@ class SnapshotRepo:
         """A Store.write job step: append one sample, add its counter increase to the hour's
         bucket, apply retention."""
         prev = self._last_of(conn, node_id)
-        deltas = [
-            counter_increase(getattr(prev, c) if prev else None, getattr(snap, c), reset) for c in COUNTERS
-        ]
+        deltas = [counter_increase(getattr(prev, c) if prev else None, getattr(snap, c), reset)
+                  for c in USAGE_COUNTERS]
         values = [getattr(snap, f) for f in SNAPSHOT_FIELDS]
         conn.execute(_INSERT, (node_id, *values, format_ts(at_ms)))
-        conn.execute(
-            _BUCKET,
-            (node_id, format_ts(hour_start_ms(at_ms)), int(deltas[0]), int(deltas[1]), deltas[2],
-             int(deltas[3]), deltas[4], snap.memory_used_mb),
-        )
+        conn.execute(_BUCKET, (node_id, format_ts(hour_start_ms(at_ms)),
+                               *(int(v) if c in _INTEGER else v for c, v in zip(USAGE_COUNTERS, deltas)),
+                               snap.memory_used_mb))
         self._last[node_id] = snap
         count = self._counts.get(node_id, 0) + 1
         if count > self.retention:
@@ -145,25 +131,26 @@ class SnapshotRepo:
             (n,) = await cur.fetchone()
         return n
 
-    async def usage_since(self, since_ms: int) -> dict[str, dict[str, float]]:
-        """Per node: counter increases and peak memory over the hourly buckets that overlap
-        [since, now]. Reads at most 25 rows a node for a 24 h window."""
+    async def usage_since(self, since_ms: int) -> dict[str, tuple[Usage, int]]:
+        """Per node: the counter increases and peak memory over the hourly buckets that overlap
+        [since, now], and how many samples they hold. Reads at most 25 rows a node for 24 h."""
         async with self.store.db.execute(
-            "SELECT node_id, SUM(tokens_in), SUM(tokens_out), SUM(cost_usd), SUM(tool_calls), SUM(cpu_ms),"
-            " MAX(peak_memory_mb), SUM(snapshots) FROM swarm_usage_hourly WHERE hour_start >= ? GROUP BY node_id",
+            f"SELECT node_id, {_USAGE_SUMS}, MAX(peak_memory_mb), SUM(snapshots) FROM swarm_usage_hourly"
+            " WHERE hour_start >= ? GROUP BY node_id",
             (format_ts(hour_start_ms(since_ms)),),
         ) as cur:
             rows = await cur.fetchall()
-        return {
-            r[0]: {
-                "tokens_in": int(r[1] or 0), "tokens_out": int(r[2] or 0), "cost_usd": float(r[3] or 0),
-                "tool_calls": int(r[4] or 0), "cpu_ms": float(r[5] or 0), "peak_memory_mb": float(r[6] or 0),
-                "snapshots": int(r[7] or 0),
-            }
-            for r in rows
-        }
+        out = {}
+        for node_id, *sums, peak, samples in rows:
+            usage = Usage(**{c: (int(v or 0) if c in _INTEGER else float(v or 0)) for c, v in zip(USAGE_COUNTERS, sums)},
+                          peak_memory_mb=float(peak or 0))
+            out[node_id] = (usage, int(samples or 0))
+        return out
 
     @staticmethod
-    def prune_buckets(conn: sqlite3.Connection, before_ms: int) -> None:
-        conn.execute("DELETE FROM swarm_usage_hourly WHERE hour_start < ?", (format_ts(hour_start_ms(before_ms)),))
+    def prune_buckets(conn: sqlite3.Connection, now_ms: int) -> int:
+        """A Store.write job step: drop the hourly buckets no report window reaches any more."""
+        cur = conn.execute("DELETE FROM swarm_usage_hourly WHERE hour_start < ?",
+                           (format_ts(hour_start_ms(now_ms - USAGE_BUCKETS_KEPT_MS)),))
+        return cur.rowcount
 

@@ -13,37 +13,42 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from cortex_node.a2a.client import PeerUnreachable, normalize_base_url
 from cortex_node.a2a.errors import A2AError, InvalidParamsError
+from cortex_node.clock import Clock
+from cortex_node.config import NodeSettings
 from cortex_node.contracts import (
     Lifecycle,
     NodeMetrics,
     NodeTier,
+    ProcessInfo,
+    Snapshot,
     SwarmNodeRegistration,
     WireError,
-    camel,
     format_ts,
     from_wire,
+    read_counters,
     to_wire,
 )
-from cortex_node.store.snapshots import SNAPSHOT_FIELDS, Snapshot
-from cortex_node.swarm.remote_kernel import processes_from_wire
-
-if TYPE_CHECKING:
-    from cortex_node.swarm.coordinator import Coordinator
+from cortex_node.store.nodes import NodeRow
+from cortex_node.swarm.node_registry import NodeRegistry
+from cortex_node.swarm.peers import CONTROL_METHOD, HEARTBEAT_METHOD, LEAVE_METHOD, Peers
+from cortex_node.swarm.remote_kernel import RemoteKernel, processes_from_wire
 
 log = logging.getLogger("cortex.membership")
 
 SWARM_EXTENSION_URI = "https://cortex-swarm.dev/a2a/extensions/swarm/v1"
-HEARTBEAT_METHOD = "SwarmHeartbeat"
-LEAVE_METHOD = "SwarmLeave"
-CONTROL_METHOD = "SwarmControl"
 FAN_OUT_CONCURRENCY = 32
-_COUNTER_KEYS = tuple((f, camel(f)) for f in SNAPSHOT_FIELDS)
 BACKOFF_MAX_S = 300.0
 CARD_REFRESH_S = 300.0
+CONTROL_ACTIONS = ("drain", "undrain", "seal")
+MAX_REASON_CHARS = 200
+
+EventSink = Callable[[str, dict], None]
+# (action, reason, drain deadline in seconds or None) -> the node as it stands afterwards (wire form)
+ControlSelf = Callable[[str, str, "float | None"], Awaitable[Any]]
 
 
 @dataclass
@@ -53,8 +58,21 @@ class _Backoff:
 
 
 class Membership:
-    def __init__(self, coordinator: "Coordinator") -> None:
-        self.c = coordinator
+    """Heartbeats out and in, digests, leave notices, remote control and discovery. Its
+    collaborators are explicit: the registry it keeps current, the peer client it sends with,
+    the remote-process view it syncs, and a callback that applies control to this node."""
+
+    def __init__(self, *, settings: NodeSettings, node_id: str, boot_id: str, clock: Clock, registry: NodeRegistry,
+                 peers: Peers, remote: RemoteKernel, control_self: ControlSelf, on_event: EventSink) -> None:
+        self._settings = settings
+        self._node_id = node_id
+        self._boot_id = boot_id
+        self._clock = clock
+        self._registry = registry
+        self._peers = peers
+        self._remote = remote
+        self._control_self = control_self
+        self._on_event = on_event
         self._backoff: dict[str, _Backoff] = {}
         self._card_checked: dict[str, float] = {}
         self.beat_now = asyncio.Event()  # set when new peers should hear from us without waiting
@@ -68,22 +86,13 @@ class Membership:
         return {HEARTBEAT_METHOD: self.on_heartbeat, LEAVE_METHOD: self.on_leave, CONTROL_METHOD: self.on_control}
 
     # --- sending --------------------------------------------------------------------------------
-    def heartbeat_payload(self, metrics: NodeMetrics, snap: Snapshot) -> dict[str, Any]:
-        c = self.c
-        agents = [p for p in c.kernel.list() if p.role == "agent"]
-        return {
-            "node": to_wire(c.self_registration()), "lifecycle": c.lifecycle.value, "metrics": to_wire(metrics),
-            "counters": {camel(f): getattr(snap, f) for f in SNAPSHOT_FIELDS}, "processes": to_wire(agents),
-            "sentAt": format_ts(c.clock.now_ms()),
-        }
-
-    def peers(self) -> list:
-        return [r for r in self.c.registry.list() if not r.is_self and r.lifecycle is not Lifecycle.SEALED]
+    def peers(self) -> list[NodeRow]:
+        return [r for r in self._registry.list() if not r.is_self and r.lifecycle is not Lifecycle.SEALED]
 
     async def fan_out(self, payload: dict[str, Any]) -> None:
         """Send this beat to every peer whose previous heartbeat call has finished: a slow or
         dead peer costs its own call's timeout, never the beat's cadence for the others."""
-        timeout = max(0.2, min(5.0, self.c.settings.heartbeat_interval_ms / 1000))
+        timeout = max(0.2, min(5.0, self._settings.heartbeat_interval_ms / 1000))
         for row in self.peers():
             if row.id in self._in_flight:
                 continue
@@ -92,10 +101,10 @@ class Membership:
             self._in_flight[row.id] = task
             task.add_done_callback(lambda _t, node_id=row.id: self._in_flight.pop(node_id, None))
 
-    async def _beat_one(self, row: Any, params: dict[str, Any], timeout: float) -> None:
+    async def _beat_one(self, row: NodeRow, params: dict[str, Any], timeout: float) -> None:
         async with self._fan_out_limit:
             try:
-                digest = await self.c.transport.client.call(self._rpc_url(row), HEARTBEAT_METHOD, params, timeout)
+                digest = await self._peers.heartbeat(row.rpc_url, params, timeout)
             except (PeerUnreachable, A2AError) as exc:
                 log.debug("heartbeat to %s (%s) failed: %s", row.name, row.id, exc)
                 return
@@ -111,11 +120,9 @@ class Membership:
 
     async def leave(self, reason: str) -> None:
         """Tell every peer at once that we are sealed, so nobody waits for staleness."""
-        params = {"nodeId": self.c.node_id, "reason": reason}
-
-        async def one(row: Any) -> None:
+        async def one(row: NodeRow) -> None:
             try:
-                await self.c.transport.client.call(self._rpc_url(row), LEAVE_METHOD, params, 2.0)
+                await self._peers.leave(row.rpc_url, self._node_id, reason)
             except (PeerUnreachable, A2AError) as exc:
                 log.debug("leave notice to %s failed: %s", row.name, exc)
 
@@ -128,35 +135,28 @@ class Membership:
         for m in digest["members"]:
             if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not isinstance(m.get("endpoint"), str):
                 continue
-            if m["id"] == self.c.node_id or m["id"] in self.c.registry.nodes:
+            if m["id"] == self._node_id or self._registry.has(m["id"]):
                 continue
-            if self.c.registry.find_by_endpoint(m["endpoint"]) is not None:
+            if self._registry.find_by_endpoint(m["endpoint"]) is not None:
                 continue  # a node we know at that address under another id: its own heartbeat decides
             try:
                 tier = NodeTier(m.get("tier", "root"))
             except ValueError:
                 tier = NodeTier.UNPRIVILEGED
-            await self.c.registry.register(SwarmNodeRegistration(
+            await self._registry.register(SwarmNodeRegistration(
                 id=m["id"], name=str(m.get("name") or m["id"]), endpoint=normalize_base_url(m["endpoint"]),
                 a2a_endpoint=m.get("a2aEndpoint"), tier=tier, group_name=str(m.get("groupName") or "default")))
             fresh = True
         if fresh:
             self.beat_now.set()
 
-    def _rpc_url(self, row: Any) -> str:
-        return row.a2a_endpoint or f"{row.endpoint}/a2a"
-
     # --- receiving ------------------------------------------------------------------------------
     async def on_heartbeat(self, params: dict[str, Any]) -> dict[str, Any]:
-        c = self.c
         try:
             reg = from_wire(SwarmNodeRegistration, params.get("node"), "node")
             metrics = from_wire(NodeMetrics, params.get("metrics") or {}, "metrics")
             lifecycle = Lifecycle.parse(params.get("lifecycle", "active"), "lifecycle")
-            counters = params.get("counters") or {}
-            if not isinstance(counters, dict):
-                raise ValueError("counters must be an object")
-            snap = Snapshot(**{f: _number(counters.get(key, 0), key) for f, key in _COUNTER_KEYS})
+            snap = read_counters(params.get("counters") or {}, "counters")
             raw_processes = params.get("processes") or []
             # most beats repeat the last list: parse and sync only what changed
             processes = None if raw_processes == self._last_processes.get(reg.id) else processes_from_wire(raw_processes)
@@ -164,74 +164,85 @@ class Membership:
             raise InvalidParamsError(f"malformed heartbeat: {exc}") from None
         if not reg.id:
             raise InvalidParamsError("malformed heartbeat: node.id is required")
-        if reg.id == c.node_id:
+        if reg.id == self._node_id:
             raise InvalidParamsError("a heartbeat that claims to come from this node itself; is a node id duplicated?")
         reg.endpoint = normalize_base_url(reg.endpoint)
-        row = c.registry.nodes.get(reg.id)
+        row = self._registry.find(reg.id)
         if row is None or _changed(row, reg):
-            await c.registry.register(reg)
-        await c.registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
+            await self._registry.register(reg)
+        await self._registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
         if processes is not None:
             self._last_processes[reg.id] = raw_processes
-            for pid in c.remote.sync_remote_resources(reg.id, processes):
-                c.emit("process.started", {"pid": pid, "nodeId": reg.id})
+            for pid in self._remote.sync_remote_resources(reg.id, processes):
+                self._on_event("process.started", {"pid": pid, "nodeId": reg.id})
         return self.digest(params.get("digestVersion"))
 
     def node_silent(self, node_id: str) -> None:
         """A peer went quiet or left: what it ran is unknown until its next beat says."""
         self._last_processes.pop(node_id, None)  # so that next beat re-syncs even if unchanged
-        self.c.remote.mark_node_unknown(node_id)
+        self._remote.mark_node_unknown(node_id)
 
     def digest(self, known_version: Any = None) -> dict[str, Any]:
         """Our membership digest; when the caller already holds the current version, only
         the version (a fleet of N nodes would otherwise ship N^2 entries per interval)."""
-        c = self.c
-        version = f"{c.boot_id}:{c.registry.membership_version}"
+        version = f"{self._boot_id}:{self._registry.membership_version}"
         if known_version == version:
-            return {"nodeId": c.node_id, "digestVersion": version, "unchanged": True}
+            return {"nodeId": self._node_id, "digestVersion": version, "unchanged": True}
         if self._digest is None or self._digest[0] != version:
             members = [{"id": r.id, "name": r.name, "endpoint": r.endpoint, "a2aEndpoint": r.a2a_endpoint,
                         "status": r.status.value, "groupName": r.group_name, "tier": r.tier.value}
-                       for r in c.registry.list()]
-            self._digest = (version, {"nodeId": c.node_id, "digestVersion": version, "members": members})
+                       for r in self._registry.list()]
+            self._digest = (version, {"nodeId": self._node_id, "digestVersion": version, "members": members})
         return self._digest[1]
 
     async def on_leave(self, params: dict[str, Any]) -> dict[str, Any]:
         node_id = params.get("nodeId")
-        if not isinstance(node_id, str) or node_id not in self.c.registry.nodes or node_id == self.c.node_id:
+        if not isinstance(node_id, str) or not self._registry.has(node_id) or node_id == self._node_id:
             raise InvalidParamsError("SwarmLeave needs the nodeId of a known peer")
         reason = params.get("reason") if isinstance(params.get("reason"), str) else "sealed"
-        await self.c.registry.set_lifecycle(node_id, Lifecycle.SEALED, f"left the swarm: {reason}"[:200])
+        await self._registry.set_lifecycle(node_id, Lifecycle.SEALED, f"left the swarm: {reason}"[:MAX_REASON_CHARS])
         self.node_silent(node_id)
         return {"ok": True}
 
     async def on_control(self, params: dict[str, Any]) -> dict[str, Any]:
         action = params.get("action")
-        if action not in ("drain", "undrain", "seal"):
+        if action not in CONTROL_ACTIONS:
             raise InvalidParamsError(f"SwarmControl action must be drain, undrain or seal; got {action!r}")
         reason = params.get("reason", "remote operator")
-        if not isinstance(reason, str) or len(reason) > 200:
-            raise InvalidParamsError("SwarmControl reason must be a string of at most 200 characters")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+            raise InvalidParamsError(f"SwarmControl reason must be a string of at most {MAX_REASON_CHARS} characters")
         deadline = params.get("deadlineSeconds")
         if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))):
             raise InvalidParamsError("SwarmControl deadlineSeconds must be a number")
         try:
-            node = await self.c.control_node(self.c.node_id, action, reason, deadline)
+            node = await self._control_self(action, reason, deadline)
         except PermissionError as exc:
             raise InvalidParamsError(str(exc)) from None
         return to_wire(node)
+
+    async def control_peer(self, row: NodeRow, action: str, reason: str, deadline_s: float | None) -> Any:
+        """drain / undrain / seal of a peer over A2A (it checks the swarm token like every call).
+        Raises PermissionError when the peer refuses, RuntimeError when it cannot be reached."""
+        params: dict[str, Any] = {"action": action, "reason": reason}
+        if deadline_s is not None:
+            params["deadlineSeconds"] = deadline_s
+        try:
+            return await self._peers.control(row.rpc_url, params)
+        except A2AError as exc:
+            raise PermissionError(f"{row.name} ({row.id}) refused to {action}: {exc.message}") from None
+        except PeerUnreachable as exc:
+            raise RuntimeError(f"{action} of {row.name} ({row.id}) failed: {exc}") from None
 
     # --- discovery ------------------------------------------------------------------------------
     async def discover_peers(self, endpoints: Iterable[str] = ()) -> list[str]:
         """Three phases: explicit endpoints, configured seeds, then a refresh of the cards of nodes
         already known. Unreachable peers are skipped and retried with backoff. Returns the ids of
         nodes that were new."""
-        c = self.c
-        own = normalize_base_url(c.settings.public_url)
-        now = c.clock.monotonic()
+        own = normalize_base_url(self._settings.public_url)
+        now = self._clock.monotonic()
         explicit = [normalize_base_url(u) for u in endpoints]
-        seeds = [normalize_base_url(u) for u in c.settings.seed_nodes]
-        known = [r.endpoint for r in c.registry.list()
+        seeds = [normalize_base_url(u) for u in self._settings.seed_nodes]
+        known = [r.endpoint for r in self._registry.list()
                  if not r.is_self and now - self._card_checked.get(r.endpoint, -1e9) > CARD_REFRESH_S]
         found: list[str] = []
         for url in dict.fromkeys(explicit + seeds + known):
@@ -241,27 +252,36 @@ class Membership:
             if backoff is not None and now < backoff.next_try:
                 continue
             try:
-                card = await c.transport.fetch_remote_agent_card(url, fresh=True)
+                card = await self._peers.card(url, fresh=True)
                 reg = registration_from_card(card, url)
             except (PeerUnreachable, A2AError, LookupError) as exc:
                 b = self._backoff.setdefault(url, _Backoff())
                 b.failures += 1
-                delay = min(BACKOFF_MAX_S, (c.settings.heartbeat_interval_ms / 1000) * 2 ** (b.failures - 1))
+                delay = min(BACKOFF_MAX_S, (self._settings.heartbeat_interval_ms / 1000) * 2 ** (b.failures - 1))
                 b.next_try = now + delay
                 log.info("peer %s not reachable (%s); next try in %.0f s", url, exc, delay)
                 continue
             self._backoff.pop(url, None)
             self._card_checked[url] = now
-            if reg.id == c.node_id:
+            if reg.id == self._node_id:
                 continue
-            if reg.id not in c.registry.nodes:
+            if not self._registry.has(reg.id):
                 # a known node's heartbeats keep its row current; a card only introduces a node
                 # (or a new identity at a known address, which supersedes the old row)
                 found.append(reg.id)
-                await c.registry.register(reg)
+                await self._registry.register(reg)
         if found:
             self.beat_now.set()
         return found
+
+
+def heartbeat_payload(registration: SwarmNodeRegistration, lifecycle: Lifecycle, metrics: NodeMetrics,
+                      counters: Snapshot, agents: list[ProcessInfo], now_ms: int) -> dict[str, Any]:
+    """The params of one SwarmHeartbeat: who we are, our lifecycle, load and usage, our agents."""
+    return {
+        "node": to_wire(registration), "lifecycle": lifecycle.value, "metrics": to_wire(metrics),
+        "counters": to_wire(counters), "processes": to_wire(agents), "sentAt": format_ts(now_ms),
+    }
 
 
 def registration_from_card(card: dict[str, Any], base_url: str) -> SwarmNodeRegistration:
@@ -282,15 +302,6 @@ def registration_from_card(card: dict[str, Any], base_url: str) -> SwarmNodeRegi
         tier=tier, version=str(card.get("version") or ""), group_name=str(params.get("group") or "default"),
     )
 
-
-
-MAX_COUNTER = 1e15  # far beyond any real total; larger values are garbage that would poison sums
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_COUNTER:
-        raise ValueError(f"counters.{name} must be a number from 0 to {MAX_COUNTER:g}; got {value!r}")
-    return value
 
 
 def _changed(row: Any, reg: SwarmNodeRegistration) -> bool:

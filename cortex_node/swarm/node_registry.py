@@ -18,15 +18,16 @@ from cortex_node.contracts import (
     Lifecycle,
     NodeMetrics,
     NodeStatus,
+    Snapshot,
     SwarmNode,
     SwarmNodeRegistration,
     derive_status,
     format_ts,
 )
 from cortex_node.store.db import Store
-from cortex_node.store.events import EventRepo
+from cortex_node.store.history import NodeHistoryRepo
 from cortex_node.store.nodes import NodeRepo, NodeRow
-from cortex_node.store.snapshots import Snapshot, SnapshotRepo
+from cortex_node.store.snapshots import SnapshotRepo
 
 log = logging.getLogger("cortex.registry")
 
@@ -45,7 +46,7 @@ class NodeRegistry:
         self.self_id = self_id
         self.stale_after_ms = stale_after_ms
         self.nodes_repo = NodeRepo(store)
-        self.events = EventRepo(store)
+        self.history = NodeHistoryRepo(store)
         self.snapshots = SnapshotRepo(store)
         self.nodes: dict[str, NodeRow] = {}
         self.started_at_ms = clock.now_ms()
@@ -70,6 +71,12 @@ class NodeRegistry:
             return self.nodes[node_id]
         except KeyError:
             raise UnknownNode(node_id) from None
+
+    def has(self, node_id: str) -> bool:
+        return node_id in self.nodes
+
+    def find(self, node_id: str) -> NodeRow | None:
+        return self.nodes.get(node_id)
 
     def find_by_endpoint(self, endpoint: str) -> NodeRow | None:
         endpoint = endpoint.rstrip("/")
@@ -132,12 +139,12 @@ class NodeRegistry:
         def job(conn: sqlite3.Connection) -> None:
             if superseded is not None:
                 NodeRepo.delete(conn, superseded.id)
-                EventRepo.add(conn, node_id, "superseded", f"replaced {superseded.id} at {endpoint}", now)
+                NodeHistoryRepo.add(conn, node_id, "superseded", f"replaced {superseded.id} at {endpoint}", now)
             NodeRepo.upsert(conn, row)
             if existing is None:
-                EventRepo.add(conn, node_id, "registered", f"{reg.name} at {endpoint}", now)
+                NodeHistoryRepo.add(conn, node_id, "registered", f"{reg.name} at {endpoint}", now)
             elif restarted:
-                EventRepo.add(conn, node_id, "restarted", f"boot {reg.boot_id}", now)
+                NodeHistoryRepo.add(conn, node_id, "restarted", f"boot {reg.boot_id}", now)
 
         # memory first, then disk: nothing may slip in between reading a row and replacing it
         # (a heartbeat ingested during the write must not be overwritten by this older view)
@@ -172,7 +179,7 @@ class NodeRegistry:
             NodeRepo.record_beat(conn, new)
             self.snapshots.append(conn, node_id, snapshot, now, reset=restarted)
             for kind, detail in events:
-                EventRepo.add(conn, node_id, kind, detail, now)
+                NodeHistoryRepo.add(conn, node_id, kind, detail, now)
 
         self.nodes[node_id] = new  # memory first (see register)
         if new.status is not was:
@@ -194,7 +201,7 @@ class NodeRegistry:
         kind = {Lifecycle.ACTIVE: "undrained", Lifecycle.DRAINING: "draining", Lifecycle.SEALED: "sealed"}[lifecycle]
         def job(conn: sqlite3.Connection) -> None:
             NodeRepo.upsert(conn, new)
-            EventRepo.add(conn, node_id, kind, detail, now)
+            NodeHistoryRepo.add(conn, node_id, kind, detail, now)
 
         self.nodes[node_id] = new  # memory first (see register)
         self.membership_version += 1
@@ -218,7 +225,7 @@ class NodeRegistry:
                 NodeRepo.upsert(conn, new)
                 age = (now - new.last_heartbeat_ms) / 1000 if new.last_heartbeat_ms else None
                 detail = f"no heartbeat for {age:.1f} s" if age is not None else "never heard from"
-                EventRepo.add(conn, new.id, "disconnected", detail, now)
+                NodeHistoryRepo.add(conn, new.id, "disconnected", detail, now)
 
         was = {new.id: self.nodes[new.id].status for new in changed}
         for new in changed:  # memory first (see register)

@@ -22,10 +22,10 @@ async def answer(c: "Coordinator", text: str) -> str:
     if command == "status":
         me = c.get_node(c.node_id)
         nodes = c.list_nodes()
-        up = sum(1 for n in nodes if n.status.value in ("online", "connected", "draining"))
-        q = c.handler.queue_figures()
+        up = sum(1 for n in nodes if n.status.is_live)
+        q = c.queue_figures()
         return (f"{me.name} ({me.id}) is {me.status.value}: {me.metrics.active_processes} processes, "
-                f"cpu {me.metrics.cpu_percent:.0f}%, queue {q['queued']} waiting / {q['running']} running.\n"
+                f"cpu {me.metrics.cpu_percent:.0f}%, queue {q.queued} waiting / {q.running} running.\n"
                 f"Fleet: {up} of {len(nodes)} nodes up.")
     if command == "nodes":
         lines = [f"{len(c.list_nodes())} node(s):"]

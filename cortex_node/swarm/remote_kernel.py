@@ -12,9 +12,8 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from cortex_node.clock import Clock
-from cortex_node.contracts import REMOTE_PID_BASE, ProcessInfo, WireError, format_ts, from_wire
+from cortex_node.contracts import REMOTE_PID_BASE, ProcessInfo, ProcessStatus, WireError, format_ts, from_wire
 
-FINISHED = ("exited", "failed", "killed")
 FINISHED_KEPT_PER_NODE = 100
 
 
@@ -77,8 +76,8 @@ class RemoteKernel:
         now = format_ts(self.clock.now_ms())
         for pid in self.pids_of(node_id):
             proc = self.processes[pid]
-            if pid not in seen and proc.status not in FINISHED:
-                proc.status, proc.exited_at = "exited", proc.exited_at or now
+            if pid not in seen and not proc.status.finished:
+                proc.status, proc.exited_at = ProcessStatus.EXITED, proc.exited_at or now
         self._trim(node_id)
         return appeared
 
@@ -86,20 +85,20 @@ class RemoteKernel:
         """The node went silent: what it ran is no longer known to be running."""
         for pid in self.pids_of(node_id):
             proc = self.processes[pid]
-            if proc.status not in FINISHED:
-                proc.status = "unknown"
+            if not proc.status.finished:
+                proc.status = ProcessStatus.UNKNOWN
 
     def pids_of(self, node_id: str) -> list[int]:
         return sorted(self._pids_by_node.get(node_id, ()))
 
     def count_for(self, node_id: str) -> int:
-        return sum(1 for pid in self.pids_of(node_id) if self.processes[pid].status not in FINISHED)
+        return sum(1 for pid in self.pids_of(node_id) if not self.processes[pid].status.finished)
 
     def list(self) -> list[ProcessInfo]:
         return sorted(self.processes.values(), key=lambda p: p.pid)
 
     def _trim(self, node_id: str) -> None:
-        finished = [pid for pid in self.pids_of(node_id) if self.processes[pid].status in FINISHED]
+        finished = [pid for pid in self.pids_of(node_id) if self.processes[pid].status.finished]
         for pid in finished[: max(0, len(finished) - FINISHED_KEPT_PER_NODE)]:
             self.unregister_remote_process(node_id, self.processes[pid].remote_pid)
 

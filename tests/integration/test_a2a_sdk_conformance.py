@@ -83,9 +83,6 @@ class EchoHandler:
     async def load_task(self, task_id: str) -> dict | None:
         return None
 
-    def extension_methods(self) -> dict:
-        return {}
-
 
 def card_info(base_url: str, bearer: bool = False) -> AgentCardInfo:
     return AgentCardInfo(

@@ -8,7 +8,7 @@ import signal
 import socket
 from pathlib import Path
 
-from tests.support.nodes import run_cli, wait_for, http
+from tests.support.nodes import run_cli, wait_for
 
 
 def free_port() -> int:

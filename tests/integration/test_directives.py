@@ -161,12 +161,12 @@ def test_a_target_named_by_url_is_registered_on_first_contact(tmp_path: Path, no
 
 
 @pytest.mark.parametrize("body, needle", [
-    ({"kind": "fly", "targetNodeId": "x"}, "'kind' must be one of"),
+    ({"kind": "fly", "targetNodeId": "x"}, "kind must be one of"),
     ({"kind": "query_resources"}, "exactly one target"),
     ({"kind": "query_resources", "targetNodeId": "x", "group": "g"}, "exactly one target"),
-    ({"kind": "query_resources", "targetNodeId": "x", "ttlMs": "soon"}, "'ttlMs' must be an integer"),
-    ({"kind": "query_resources", "targetNodeId": "x", "payload": []}, "'payload' must be a JSON object"),
-    ({"kind": "query_resources", "targetNodeId": "x", "priority": "urgent"}, "'priority' must be one of"),
+    ({"kind": "query_resources", "targetNodeId": "x", "ttlMs": "soon"}, "ttlMs must be an integer"),
+    ({"kind": "query_resources", "targetNodeId": "x", "payload": []}, "payload must be an object"),
+    ({"kind": "query_resources", "targetNodeId": "x", "priority": "urgent"}, "priority must be one of"),
     ({"kind": "query_resources", "targetNodeId": "x", "colour": 1}, "unknown field(s) colour"),
 ])
 def test_bad_dispatch_requests_are_400s(pair, body: dict, needle: str) -> None:

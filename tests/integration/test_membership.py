@@ -4,8 +4,6 @@ stream and /metrics."""
 
 from __future__ import annotations
 
-import json
-import signal
 import sqlite3
 import time
 import urllib.request

@@ -44,9 +44,10 @@ from cortex_node.contracts import (
     parse_ts,
 )
 from cortex_node.store.db import Store
-from cortex_node.store.snapshots import Snapshot
-from cortex_node.swarm.coordinator import ONLINE_STATUSES, Coordinator
-from cortex_node.swarm.transport import MAX_TTL_MS, EnvelopeError, directive_to_message, message_to_directive
+from cortex_node.contracts import Snapshot
+from cortex_node.swarm.coordinator import Coordinator
+from cortex_node.contracts import MAX_TTL_MS
+from cortex_node.swarm.envelope import EnvelopeError, directive_to_message, message_to_directive
 
 NOW = parse_ts("2026-11-26T10:00:00Z")
 SETTINGS = settings(deadline=None, derandomize=True, database=None, max_examples=300,
@@ -207,7 +208,9 @@ class World:
 
 
 class SwarmStateMachine(RuleBasedStateMachine):
-    """One node's coordinator, its SQLite file and three fake peers, driven step by step."""
+    """One node's coordinator, its SQLite file and three fake peers, driven step by step. White-box:
+    the machine drives the coordinator's collaborators (``_work``, ``_registry``, ``_store``)
+    directly, at interleavings no network client could choose."""
 
     sent = Bundle("sent")
 
@@ -233,19 +236,19 @@ class SwarmStateMachine(RuleBasedStateMachine):
         async def leave(reason: str) -> None:  # no network in this test: peers are not real
             return None
 
-        coord.membership.leave = leave  # type: ignore[method-assign]
+        coord._membership.leave = leave  # type: ignore[method-assign]
         await coord.register_self()
-        await coord.handler.start()
+        await coord._work.start()
         self.coord = coord
 
     async def _crash(self) -> None:
         """What kill -9 leaves: no worker finishes, nothing is recorded, the file is closed."""
         coord = self.coord
-        for worker in coord.handler._workers:
+        for worker in coord._work._workers:
             worker.cancel()
-        await asyncio.gather(*coord.handler._workers, return_exceptions=True)
-        await coord.agents.shutdown(grace=0.1)
-        await coord.store.close()
+        await asyncio.gather(*coord._work._workers, return_exceptions=True)
+        await coord._work._ctx.agents.shutdown(grace=0.1)
+        await coord._store.close()
 
     def teardown(self) -> None:
         try:
@@ -257,7 +260,7 @@ class SwarmStateMachine(RuleBasedStateMachine):
 
     @property
     def registry(self):  # type: ignore[no-untyped-def]
-        return self.coord.registry
+        return self.coord._registry
 
     # --- membership -----------------------------------------------------------------------------
     @precondition(lambda self: not all(p.registered for p in self.world.peers.values()))
@@ -372,7 +375,7 @@ class SwarmStateMachine(RuleBasedStateMachine):
             admitted = "expired"
         else:
             admitted = "run"
-        handle = self.run(self.coord.handler.submit(d, self.tasks))
+        handle = self.run(self.coord._work.submit(d, self.tasks))
         note(f"{d.directive_id} {kind.value} lifecycle={w.lifecycle.value} -> {admitted}, task {handle.state}")
         w.directives[d.directive_id] = DirectiveModel(d, admitted)
         if admitted == "rejected":
@@ -389,7 +392,7 @@ class SwarmStateMachine(RuleBasedStateMachine):
         """The same directive again (a dispatcher's resend after its crash, or an attacker's replay)."""
         model = self.world.directives[directive_id]
         rows_before = self._rows(directive_id)
-        handle = self.run(self.coord.handler.submit(model.directive, self.tasks))
+        handle = self.run(self.coord._work.submit(model.directive, self.tasks))
         assert handle.task_id == directive_id
         assert self._rows(directive_id) == rows_before or rows_before[0]["status"] not in TERMINAL_ROW
 
@@ -400,14 +403,14 @@ class SwarmStateMachine(RuleBasedStateMachine):
         if handle is None or handle.is_terminal:
             return
         handle.cancel_requested.set()
-        self.run(self.coord.handler.cancel_task(handle))
+        self.run(self.coord._work.cancel_task(handle))
         handle.finish("TASK_STATE_CANCELED")
 
     @rule()
     def let_the_workers_run(self) -> None:
         async def settle() -> None:
             for _ in range(200):
-                if not self.coord.handler.jobs:
+                if not self.coord._work.pending():
                     return
                 await asyncio.sleep(0.005)
 
@@ -500,7 +503,7 @@ class SwarmStateMachine(RuleBasedStateMachine):
     def the_directive_workers_are_alive(self) -> None:
         if self.coord is None:
             return
-        dead = [w for w in self.coord.handler._workers if w.done()]
+        dead = [w for w in self.coord._work._workers if w.done()]
         assert not dead, f"directive workers died: {[w.exception() for w in dead if not w.cancelled()]}"
 
     @invariant()
@@ -515,7 +518,7 @@ class SwarmStateMachine(RuleBasedStateMachine):
         report = self.run(self.coord.get_resource_report())
         per = report.per_node
         assert report.total_nodes == len(per) == len(self.registry.nodes)
-        assert report.online_nodes == sum(1 for n in per if n.status in ONLINE_STATUSES)
+        assert report.online_nodes == sum(1 for n in per if n.status.is_live)
         assert report.total_tokens_in == sum(n.tokens_in for n in per)
         assert report.total_tokens_out == sum(n.tokens_out for n in per)
         assert report.total_tool_calls == sum(n.tool_calls for n in per)
@@ -557,7 +560,7 @@ async def _coordinator(tmp: Path, clock: ManualClock) -> Coordinator:
     coord = Coordinator(NodeSettings(name="self", data_dir=tmp, stale_after_ms=STALE_MS, max_workers=2), store,
                         clock, "node_self")
     await coord.register_self()
-    await coord.handler.start()
+    await coord._work.start()
     return coord
 
 
@@ -567,7 +570,7 @@ async def test_a_heartbeat_received_while_the_sweep_runs_is_never_lost(tmp_path:
     heard from again during a sweep is connected afterwards, in memory, on disk and in its events."""
     clock = ManualClock(start_ms=NOW)
     coord = await _coordinator(tmp_path, clock)
-    reg = coord.registry
+    reg = coord._registry
     try:
         await reg.register(SwarmNodeRegistration(id="node_p1", name="p1", endpoint="http://127.0.0.1:4301"))
         await reg.record_heartbeat("node_p1", NodeMetrics(), Snapshot(), boot_id="b1")
@@ -585,8 +588,8 @@ async def test_a_heartbeat_received_while_the_sweep_runs_is_never_lost(tmp_path:
         assert on_disk == ("connected", format_ts(clock.now_ms()))
         assert events in ([], ["disconnected", "recovered"]), events
     finally:
-        await coord.handler.stop(1)
-        await coord.store.close()
+        await coord._work.stop(1)
+        await coord._store.close()
 
 
 async def test_a_cancel_at_any_moment_leaves_one_terminal_state_and_a_working_node(tmp_path: Path) -> None:
@@ -602,27 +605,27 @@ async def test_a_cancel_at_any_moment_leaves_one_terminal_state_and_a_working_no
             d = SwarmDirective(directive_id=f"dir_cancel_{i:03d}", source_node_id="node_p1",
                                target_node_id="node_self", kind=DirectiveKind.SYNC_STATE,
                                payload=PAYLOADS[DirectiveKind.SYNC_STATE], created_at=format_ts(clock.now_ms()))
-            handle = await coord.handler.submit(d, tasks)
+            handle = await coord._work.submit(d, tasks)
             for _ in range(i % 40):  # let the worker get that far (every other round with a little real time)
                 await asyncio.sleep(0.0001 if i % 2 else 0)
             if not handle.is_terminal:  # what the A2A server's CancelTask does
                 handle.cancel_requested.set()
-                await coord.handler.cancel_task(handle)
+                await coord._work.cancel_task(handle)
                 handle.finish("TASK_STATE_CANCELED")
             finished = await handle.wait_terminal(timeout=3)
             with closing(sqlite3.connect(tmp_path / "swarm.db")) as db:
                 (status,) = db.execute("SELECT status FROM swarm_directives WHERE directive_id = ?",
                                        (d.directive_id,)).fetchone()
-            alive = sum(not w.done() for w in coord.handler._workers)
+            alive = coord._work.workers_alive()
             if not finished or status not in ROW_FOR_STATE.get(handle.state, set()) or alive != 2:
                 problems.append((d.directive_id, i % 40, handle.state, status, f"{alive} workers alive"))
                 break
         assert not problems, problems
         # and the node still writes
-        await coord.registry.register(SwarmNodeRegistration(id="node_p2", name="p2", endpoint="http://127.0.0.1:4302"))
+        await coord._registry.register(SwarmNodeRegistration(id="node_p2", name="p2", endpoint="http://127.0.0.1:4302"))
     finally:
-        await coord.handler.stop(1)
-        await coord.store.close()
+        await coord._work.stop(1)
+        await coord._store.close()
 
 
 async def test_a_cancel_after_the_result_is_stored_does_not_contradict_it(tmp_path: Path) -> None:
@@ -630,20 +633,20 @@ async def test_a_cancel_after_the_result_is_stored_does_not_contradict_it(tmp_pa
     loop) when CancelTask arrives. The task must then say what the row says: the work is done."""
     clock = ManualClock(start_ms=NOW)
     coord = await _coordinator(tmp_path, clock)
-    real_write = coord.store.write
+    real_write = coord._store.write
 
     async def slow_write(job):  # type: ignore[no-untyped-def]
         result = await real_write(job)  # committed
         await asyncio.sleep(0.05)  # ... and the caller hears of it a little later
         return result
 
-    coord.store.write = slow_write  # type: ignore[method-assign]
+    coord._store.write = slow_write  # type: ignore[method-assign]
     tasks = TaskStore(clock)
     try:
         d = SwarmDirective(directive_id="dir_cancel_late", source_node_id="node_p1", target_node_id="node_self",
                            kind=DirectiveKind.SYNC_STATE, payload=PAYLOADS[DirectiveKind.SYNC_STATE],
                            created_at=format_ts(clock.now_ms()))
-        handle = await coord.handler.submit(d, tasks)
+        handle = await coord._work.submit(d, tasks)
 
         def stored() -> str | None:
             with closing(sqlite3.connect(tmp_path / "swarm.db")) as db:
@@ -657,12 +660,12 @@ async def test_a_cancel_after_the_result_is_stored_does_not_contradict_it(tmp_pa
             await asyncio.sleep(0.005)
         assert stored() == "completed" and not handle.is_terminal, (stored(), handle.state)
         handle.cancel_requested.set()  # CancelTask, as the A2A server does it
-        await coord.handler.cancel_task(handle)
+        await coord._work.cancel_task(handle)
         handle.finish("TASK_STATE_CANCELED")
         assert await handle.wait_terminal(timeout=3)
         assert stored() == "completed"
         assert handle.state == "TASK_STATE_COMPLETED", f"the task says {handle.state}, its row says completed"
     finally:
-        coord.store.write = real_write  # type: ignore[method-assign]
-        await coord.handler.stop(1)
-        await coord.store.close()
+        coord._store.write = real_write  # type: ignore[method-assign]
+        await coord._work.stop(1)
+        await coord._store.close()

@@ -51,21 +51,10 @@ def served_routes(tmp_path: Path) -> set[tuple[str, str]]:
     from cortex_node.app import build_app
     from cortex_node.clock import SystemClock
     from cortex_node.config import NodeSettings
-    from cortex_node.store.db import Store
-    from cortex_node.swarm.coordinator import Coordinator
 
-    async def build() -> set[tuple[str, str]]:
-        store = await Store(tmp_path / "router.db").open()
-        try:
-            coord = Coordinator(NodeSettings(name="router", data_dir=tmp_path, token="t"), store, SystemClock(),
-                                "node_router")
-            app = build_app(coord)
-            return {(r.method, r.resource.canonical) for r in app.router.routes()
-                    if r.method not in ("HEAD", "OPTIONS") and r.resource is not None}
-        finally:
-            await store.close()
-
-    return asyncio.run(build())
+    app = build_app(NodeSettings(name="router", data_dir=tmp_path, token="t"), SystemClock(), node_id="node_router")
+    return {(r.method, r.resource.canonical) for r in app.router.routes()
+            if r.method not in ("HEAD", "OPTIONS") and r.resource is not None}
 
 
 @pytest.fixture(scope="module")

@@ -45,9 +45,6 @@ class InstantHandler:
     async def load_task(self, task_id: str) -> dict | None:
         return None
 
-    def extension_methods(self) -> dict:
-        return {}
-
 
 def require_token(token: str) -> Callable:
     @web.middleware

@@ -139,7 +139,8 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[st
 async def node() -> AsyncIterator[Node]:
     handler = EchoHandler()
     address: dict[str, str] = {}
-    server = A2AServer(handler, lambda: card_info(address["base"]), ManualClock())
+    server = A2AServer(handler, lambda: card_info(address["base"]), ManualClock(),
+                       extension_methods=handler.extension_methods())
     app = web.Application()
     app.add_routes(server.routes())
     runner = web.AppRunner(app, shutdown_timeout=1)
@@ -461,12 +462,8 @@ async def test_extension_methods(node):
 
 
 def test_extension_methods_may_not_shadow_a2a_methods():
-    class Shadowing(EchoHandler):
-        def extension_methods(self) -> dict:
-            return {"GetTask": None}
-
     with pytest.raises(ValueError, match="may not replace A2A methods: GetTask"):
-        A2AServer(Shadowing(), lambda: card_info("http://h"), ManualClock())
+        A2AServer(EchoHandler(), lambda: card_info("http://h"), ManualClock(), extension_methods={"GetTask": None})
 
 
 # --- SSE -----------------------------------------------------------------------------------------

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from cortex_node.clock import ManualClock
-from cortex_node.contracts import REMOTE_PID_BASE, ProcessInfo, ResourceCounters
+from cortex_node.contracts import REMOTE_PID_BASE, ProcessInfo, Usage
 from cortex_node.kernel.process_table import OsKernel
 from cortex_node.swarm.remote_kernel import RemoteKernel
 
 
 def proc(pid: int, tokens: int = 0, status: str = "running", parent: int | None = None) -> ProcessInfo:
     return ProcessInfo(pid=pid, parent_pid=parent, name="sim", role="agent", status=status, node_id="remote",
-                       agent_type="sim", resources=ResourceCounters(tokens_in=tokens))
+                       agent_type="sim", resources=Usage(tokens_in=tokens))
 
 
 def test_repeated_syncs_keep_pids_and_replace_figures() -> None:

@@ -10,6 +10,7 @@ import pytest
 from cortex_node.clock import ManualClock
 from cortex_node.config import NodeSettings
 from cortex_node.contracts import (
+    Snapshot,
     SNAPSHOT_RETENTION,
     Lifecycle,
     NodeMetrics,
@@ -17,8 +18,9 @@ from cortex_node.contracts import (
     SwarmNodeRegistration,
     parse_ts,
 )
+from cortex_node.kernel.process_table import OsKernel
 from cortex_node.store.db import Store
-from cortex_node.store.snapshots import Snapshot, counter_increase
+from cortex_node.store.snapshots import counter_increase
 from cortex_node.swarm.coordinator import Coordinator
 from cortex_node.swarm.node_registry import NodeRegistry
 
@@ -68,7 +70,7 @@ async def test_new_identity_at_a_known_endpoint_replaces_the_old_row(store: Stor
     await reg.register(peer("node_new"))
     ids = {r.id for r in await reg.nodes_repo.load_all()}
     assert ids == {"node_self", "node_new"}
-    assert [e["kind"] for e in await reg.events.list("node_new")] == ["registered", "superseded"]
+    assert [e.kind for e in await reg.history.list("node_new")] == ["registered", "superseded"]
 
 
 async def test_a_card_alone_does_not_make_a_peer_connected(store: Store, clock: ManualClock) -> None:
@@ -92,7 +94,7 @@ async def test_stale_sweep_uses_the_receivers_clock(store: Store, clock: ManualC
     assert await reg.sweep() == []  # a verdict is given once
     row = await reg.record_heartbeat("node_peer", NodeMetrics(), Snapshot())
     assert row.status is NodeStatus.CONNECTED
-    kinds = [e["kind"] for e in await reg.events.list("node_peer")]
+    kinds = [e.kind for e in await reg.history.list("node_peer")]
     assert kinds[:2] == ["recovered", "disconnected"]
 
 
@@ -163,7 +165,7 @@ async def test_report_sums_increases_across_a_reset_and_utc_midnight(tmp_path: P
     settings = NodeSettings(name="self", data_dir=tmp_path, stale_after_ms=STALE_MS)
     coord = Coordinator(settings, store, clock, "node_self")
     await coord.register_self()
-    reg = coord.registry
+    reg = coord._registry  # peers' heartbeats go straight to the registry: no network in this test
     await reg.register(peer())
 
     async def beat(tokens_in: int, cost: float, boot: str, mem: float) -> None:
@@ -190,7 +192,7 @@ async def test_report_sums_increases_across_a_reset_and_utc_midnight(tmp_path: P
     assert report.total_tokens_in == sum(n.tokens_in for n in report.per_node)
     assert report.total_cost_usd == pytest.approx(sum(n.cost_usd for n in report.per_node))
     assert report.total_nodes == 2 and report.online_nodes == 2
-    assert [e["kind"] for e in await reg.events.list("node_peer")][0] == "restarted"
+    assert [e.kind for e in await reg.history.list("node_peer")][0] == "restarted"
 
     clock.advance(26 * 3600)  # everything falls out of the 24 h window
     report = await coord.get_resource_report()
@@ -207,17 +209,16 @@ async def test_local_heartbeat_samples_real_figures(tmp_path: Path, store: Store
     assert m.disk_total_mb > 0 and m.active_processes == 1
     clock.advance(1)
     await coord.heartbeat()
-    assert await coord.registry.snapshots.count("node_self") == 2
+    assert len(await coord.node_series("node_self", SNAPSHOT_RETENTION)) == 2
 
 
 async def test_kernel_today_figures_reset_at_utc_midnight(tmp_path: Path, store: Store, clock: ManualClock) -> None:
-    settings = NodeSettings(name="self", data_dir=tmp_path, stale_after_ms=STALE_MS)
-    coord = Coordinator(settings, store, clock, "node_self")
-    proc = coord.kernel.register("agent", role="agent", session_id="s1")
-    coord.kernel.add_usage(proc.pid, tokens_in=40, tokens_out=4, cost_usd=0.4)
-    assert coord.kernel.usage_today().tokens_in == 40
+    kernel = OsKernel(node_id="node_self", clock=clock)
+    proc = kernel.register("agent", role="agent", session_id="s1")
+    kernel.add_usage(proc.pid, tokens_in=40, tokens_out=4, cost_usd=0.4)
+    assert kernel.usage_today().tokens_in == 40
     clock.advance(31 * 60)  # past midnight UTC
-    coord.kernel.add_usage(proc.pid, tokens_in=2)
-    assert coord.kernel.usage_today().tokens_in == 2
-    assert coord.kernel.counters().tokens_in == 42  # the cumulative counter never resets
-    assert coord.kernel.active_sessions() == 1
+    kernel.add_usage(proc.pid, tokens_in=2)
+    assert kernel.usage_today().tokens_in == 2
+    assert kernel.counters().tokens_in == 42  # the cumulative counter never resets
+    assert kernel.active_sessions() == 1

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from cortex_node.contracts import DirectiveKind, DirectivePriority, SwarmDirective, to_wire
-from cortex_node.swarm.transport import EnvelopeError, directive_to_message, message_to_directive, result_from_task
+from cortex_node.swarm.envelope import EnvelopeError, directive_to_message, message_to_directive, result_from_task
 
 NOW = 1_780_000_000_000
 

@@ -1,18 +1,16 @@
-"""``swarm_node_events``: a bounded log of what happened to each node (registered, restarted,
+"""``swarm_node_events``: each node's history, a bounded log of what happened to each node (registered, restarted,
 disconnected, recovered, draining, undrained, sealed)."""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
-
-from cortex_node.contracts import format_ts
+from cortex_node.contracts import NodeHistoryEntry, format_ts
 from cortex_node.store.db import Store
 
 EVENTS_KEPT_PER_NODE = 200
 
 
-class EventRepo:
+class NodeHistoryRepo:
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -29,10 +27,10 @@ class EventRepo:
             (node_id, node_id, EVENTS_KEPT_PER_NODE),
         )
 
-    async def list(self, node_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def list(self, node_id: str, limit: int = 50) -> list[NodeHistoryEntry]:
         async with self.store.db.execute(
             "SELECT id, kind, detail, at FROM swarm_node_events WHERE node_id = ? ORDER BY id DESC LIMIT ?",
             (node_id, limit),
         ) as cur:
             rows = await cur.fetchall()
-        return [{"id": r[0], "nodeId": node_id, "kind": r[1], "detail": r[2], "at": r[3]} for r in rows]
+        return [NodeHistoryEntry(r[0], node_id, r[1], r[2], r[3]) for r in rows]

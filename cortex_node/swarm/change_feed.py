@@ -12,7 +12,7 @@ SUBSCRIBER_BUFFER = 1000
 
 
 class Subscription:
-    def __init__(self, hub: "EventHub") -> None:
+    def __init__(self, hub: "ChangeFeed") -> None:
         self.hub = hub
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(SUBSCRIBER_BUFFER)
         self.dropped = 0
@@ -21,7 +21,7 @@ class Subscription:
         self.hub._subscribers.discard(self)
 
 
-class EventHub:
+class ChangeFeed:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
         self._ids = itertools.count(1)

@@ -1,0 +1,71 @@
+"""spawn_agent: start an agent of a configured type; wait for it (or, detached, leave it running
+for forward_message). Messages queued for its session are delivered as it starts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cortex_node.contracts import (
+    DirectiveResultStatus,
+    ProcessStatus,
+    SpawnAgentOutput,
+    SpawnAgentPayload,
+    SwarmDirective,
+    WireError,
+    from_wire,
+)
+from cortex_node.kernel.agents import RunningAgent
+from cortex_node.kernel.policy import check_spawn
+from cortex_node.store.messages import MessageRepo
+from cortex_node.swarm.kinds import Kind, KindContext, Outcome
+
+STDERR_REASON_CHARS = 300
+
+
+def parse(payload: dict[str, Any], ctx: KindContext) -> SpawnAgentPayload:
+    try:
+        return from_wire(SpawnAgentPayload, payload, "payload")
+    except WireError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def admit(p: SpawnAgentPayload, ctx: KindContext) -> None:
+    agent_type = ctx.agents.types.get(p.agent_type)
+    if agent_type is not None:  # an unknown type fails when it runs, naming the known ones
+        check_spawn(ctx.settings.tier, agent_type, {})
+
+
+async def run(ctx: KindContext, d: SwarmDirective, p: SpawnAgentPayload, timeout: float) -> Outcome:
+    agent = await ctx.agents.spawn(p.agent_type, p.instruction, session_id=p.session_id, env=p.env, detach=p.detach)
+    ident = SpawnAgentOutput(pid=agent.pid, os_pid=agent.os_pid, agent_id=agent.agent_id,
+                             session_id=agent.session_id, agent_type=agent.agent_type, node_id=ctx.node_id)
+    await deliver_queued(ctx, agent)
+    if p.detach:
+        ident.detached = True
+        return Outcome(DirectiveResultStatus.COMPLETED, ident)
+    try:
+        outcome = await agent.wait(timeout)
+    except (asyncio.TimeoutError, TimeoutError, asyncio.CancelledError):
+        await agent.terminate()
+        raise
+    m = outcome.metrics
+    ident.status, ident.exit_code = ProcessStatus(outcome.status), outcome.exit_code
+    ident.output, ident.truncated = outcome.output, outcome.truncated
+    ident.cpu_ms, ident.peak_memory_mb = m.cpu_ms, m.peak_memory_mb
+    if outcome.status != ProcessStatus.EXITED or outcome.exit_code != 0:
+        tail = outcome.stderr.strip().splitlines()[-1:] if outcome.stderr else []
+        why = f": {tail[0][:STDERR_REASON_CHARS]}" if tail else ""
+        return Outcome(DirectiveResultStatus.FAILED, ident,
+                       f"agent {outcome.status} with exit code {outcome.exit_code}{why}", m)
+    return Outcome(DirectiveResultStatus.COMPLETED, ident, None, m)
+
+
+async def deliver_queued(ctx: KindContext, agent: RunningAgent) -> None:
+    for msg in await ctx.inbox.queued_for(agent.session_id, agent.agent_id):
+        if await agent.send_message(msg.message):
+            now = ctx.clock.now_ms()
+            await ctx.store.write(lambda conn, m=msg: MessageRepo.mark_delivered(conn, m.id, now))
+
+
+KIND = Kind(parse=parse, admit=admit, run=run)
