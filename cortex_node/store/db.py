@@ -40,16 +40,23 @@ class Store:
         return self._db
 
     async def open(self) -> "Store":
+        connection = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            connection = aiosqlite.connect(self.path, isolation_level=None)
+            self._db = await connection
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
             await self._db.execute("PRAGMA foreign_keys=ON")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._migrate()
         except (sqlite3.Error, OSError) as exc:
+            connected = self._db is not None
             await self.close()
+            if connection is not None and not connected:
+                # a failed connect leaves aiosqlite's thread finishing its stop request: let it end
+                # while the loop still runs, or it reports "Event loop is closed" with a traceback
+                await asyncio.get_running_loop().run_in_executor(None, connection._thread.join, 5)
             raise StoreError(f"cannot use the database {self.path}: {exc}") from None
         return self
 

@@ -327,13 +327,13 @@ class Coordinator:
 
     async def wait_for_beat_request(self, timeout_s: float) -> None:
         """Sleep until the next beat is due, or until peers should hear from us at once (new
-        peers learned, a drain)."""
+        peers learned, a drain): a request made while the last beat ran counts too."""
         wake = self._membership.beat_now
-        wake.clear()
         try:
             await asyncio.wait_for(wake.wait(), timeout_s)
         except asyncio.TimeoutError:
             pass
+        wake.clear()
 
     def note_loop_lag(self, lag_s: float) -> None:
         """Record how late the event loop ran. A long stall (a blocking handler, SIGSTOP, a

@@ -183,6 +183,12 @@ def test_refusals_at_start_are_one_clear_line(tmp_path: Path) -> None:
     out = _run_node(tmp_path, "--port", "0", "--data-dir", str(blocker / "sub"))
     assert out.returncode == 1 and "not writable" in out.stderr and "Traceback" not in out.stderr
 
+    unopenable = tmp_path / "db-is-a-directory"
+    (unopenable / "swarm.db").mkdir(parents=True)
+    out = _run_node(tmp_path, "--port", "0", "--data-dir", str(unopenable))
+    assert out.returncode == 1 and "cannot use the database" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
 
 def test_port_in_use_and_a_second_daemon_on_one_data_dir_are_refused(node_factory, tmp_path: Path) -> None:
     with socket.socket() as taken:

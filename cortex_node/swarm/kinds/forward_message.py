@@ -10,7 +10,6 @@ from cortex_node.contracts import (
     ForwardMessageOutput,
     ForwardMessagePayload,
     SwarmDirective,
-    WireError,
     from_wire,
 )
 from cortex_node.store.messages import MessageRepo
@@ -18,10 +17,7 @@ from cortex_node.swarm.kinds import Kind, KindContext, Outcome
 
 
 def parse(payload: dict[str, Any], ctx: KindContext) -> ForwardMessagePayload:
-    try:
-        return from_wire(ForwardMessagePayload, payload, "payload")
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
+    return from_wire(ForwardMessagePayload, payload, "payload")  # a WireError is a ValueError naming the field
 
 
 async def run(ctx: KindContext, d: SwarmDirective, p: ForwardMessagePayload, timeout: float) -> Outcome:

@@ -12,7 +12,6 @@ from cortex_node.contracts import (
     SpawnAgentOutput,
     SpawnAgentPayload,
     SwarmDirective,
-    WireError,
     from_wire,
 )
 from cortex_node.kernel.agents import RunningAgent
@@ -24,10 +23,7 @@ STDERR_REASON_CHARS = 300
 
 
 def parse(payload: dict[str, Any], ctx: KindContext) -> SpawnAgentPayload:
-    try:
-        return from_wire(SpawnAgentPayload, payload, "payload")
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
+    return from_wire(SpawnAgentPayload, payload, "payload")  # a WireError is a ValueError naming the field
 
 
 def admit(p: SpawnAgentPayload, ctx: KindContext) -> None:

@@ -10,7 +10,6 @@ from cortex_node.contracts import (
     SwarmDirective,
     SyncStateOutput,
     SyncStatePayload,
-    WireError,
     from_wire,
 )
 from cortex_node.swarm.kinds import Kind, KindContext, Outcome
@@ -18,10 +17,7 @@ from cortex_node.swarm.state_sync import check_state_key, entry_from_item
 
 
 def parse(payload: dict[str, Any], ctx: KindContext) -> SyncStatePayload:
-    try:
-        p = from_wire(SyncStatePayload, payload, "payload")
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
+    p = from_wire(SyncStatePayload, payload, "payload")  # a WireError is a ValueError naming the field
     for key in p.entries:
         check_state_key(p.namespace, key)
     return p
