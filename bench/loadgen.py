@@ -65,7 +65,7 @@ def body_a2a_echo(spec: dict[str, Any]) -> Callable[[int], bytes]:
 
 
 def body_a2a_directive(spec: dict[str, Any]) -> Callable[[int], bytes]:
-    """A query_resources directive as a peer sends it (transport.directive_to_message), a fresh
+    """A query_resources directive as a peer sends it (envelope.directive_to_message), a fresh
     directive id per request."""
     from cortex_node.contracts import DirectiveKind, SwarmDirective
     from cortex_node.swarm.envelope import directive_to_message

@@ -60,7 +60,7 @@ def build_app(settings: NodeSettings, clock: Clock, *, node_id: str | None = Non
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[COORDINATOR] = coordinator
     app.add_routes(routes)
-    app.add_routes(coordinator.a2a.routes())
+    app.add_routes(coordinator.a2a_routes())
     app.cleanup_ctx.append(_node_life)
     return app
 

@@ -724,6 +724,50 @@ class ExecuteTaskOutput:
     duration_ms: int
 
 
+MAX_REASON_CHARS = 200
+MAX_DRAIN_DEADLINE_S = 86_400
+
+
+@dataclass
+class ControlRequest:
+    """The body of undrain and seal (optional): why, for the node's history."""
+
+    reason: str = field(default="operator", metadata={"schema": {"maxLength": MAX_REASON_CHARS}})
+
+    def __post_init__(self) -> None:
+        if len(self.reason) > MAX_REASON_CHARS:
+            raise WireError(f"reason must be a string of at most {MAX_REASON_CHARS} characters")
+
+
+@dataclass
+class DrainRequest(ControlRequest):
+    """The body of drain (optional): with a deadline, what still runs then is cancelled."""
+
+    deadline_seconds: float | None = field(
+        default=None, metadata={"schema": {"minimum": 0, "maximum": MAX_DRAIN_DEADLINE_S}})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.deadline_seconds is not None and not 0 <= self.deadline_seconds <= MAX_DRAIN_DEADLINE_S:
+            raise WireError(f"deadlineSeconds must be a number of seconds from 0 to {MAX_DRAIN_DEADLINE_S}")
+
+
+CONTROL_ACTIONS = ("drain", "undrain", "seal")
+
+
+@dataclass(kw_only=True)
+class ControlCall(DrainRequest):
+    """The params of SwarmControl: one node asks another to drain, undrain or seal."""
+
+    action: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.action not in CONTROL_ACTIONS:
+            raise WireError(f"action must be {', '.join(CONTROL_ACTIONS[:-1])} or {CONTROL_ACTIONS[-1]};"
+                            f" got {self.action!r}")
+
+
 @dataclass
 class SpawnAgentPayload:
     agent_type: str

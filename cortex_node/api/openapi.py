@@ -17,9 +17,9 @@ from cortex_node.contracts import SNAPSHOT_RETENTION, SWARM_VERSION, camel
 _MODELS = [
     c.Usage, c.NodeMetrics, c.SwarmNode, c.NodeUsage, c.SwarmResourceReport, c.ProcessInfo, c.TopologyNode,
     c.SwarmTopology, c.SeriesPoint, c.NodeHistoryEntry, c.DirectiveRecord, c.DispatchRequest, c.StateVersion,
-    c.StateRecord, c.InboxMessage, c.QueueFigures, c.Health,
+    c.StateRecord, c.InboxMessage, c.QueueFigures, c.Health, c.ControlRequest, c.DrainRequest,
 ]
-_REQUESTS = (c.DispatchRequest,)  # documents a client sends: only fields without a default are required
+_REQUESTS = (c.DispatchRequest, c.ControlRequest, c.DrainRequest)  # documents a client sends: only fields without a default are required
 
 
 def _schema_for(hint: Any) -> dict[str, Any]:
@@ -105,11 +105,7 @@ def openapi_document() -> dict[str, Any]:
         "properties": {"error": {"type": "object", "required": ["code", "message"],
                                  "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
     }
-    control_body = {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 200}},
-                    "additionalProperties": False}
-    drain_body = {"type": "object", "additionalProperties": False,
-                  "properties": {"reason": {"type": "string", "maxLength": 200},
-                                 "deadlineSeconds": {"type": "number", "minimum": 0, "maximum": 86400}}}
+    control_body, drain_body = _REF("ControlRequest"), _REF("DrainRequest")
     dispatch_answer = {"oneOf": [_REF("DirectiveRecord"), {
         "type": "object", "required": ["group", "directives"],
         "properties": {"group": {"type": "string"},

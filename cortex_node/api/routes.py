@@ -13,8 +13,10 @@ from cortex_node.api.openapi import openapi_document
 from cortex_node.contracts import (
     MAX_JSON_DEPTH,
     SNAPSHOT_RETENTION,
+    ControlRequest,
     DirectiveStatus,
     DispatchRequest,
+    DrainRequest,
     WireError,
     json_depth_exceeds,
     parse_ts,
@@ -199,16 +201,11 @@ async def put_state(request: web.Request) -> web.Response:
 async def _control(request: web.Request, action: str, node_id: str) -> web.Response:
     """drain / undrain / seal of this node or, by id, of any peer (forwarded over A2A)."""
     body = await read_json_object(request, optional=True)
-    unknown = sorted(set(body) - {"reason", "deadlineSeconds"})
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; allowed: reason, deadlineSeconds")
-    reason = body.get("reason", "operator")
-    if not isinstance(reason, str) or len(reason) > 200:
-        raise ApiError(400, "'reason' must be a string of at most 200 characters")
-    deadline = body.get("deadlineSeconds")
-    if "deadlineSeconds" in body and (action != "drain" or isinstance(deadline, bool)
-                                      or not isinstance(deadline, (int, float)) or not 0 <= deadline <= 86_400):
-        raise ApiError(400, "'deadlineSeconds' is for drain only: a number of seconds from 0 to 86400")
+    try:  # only drain takes a deadline
+        control = read_strict(DrainRequest if action == "drain" else ControlRequest, body)
+    except WireError as exc:
+        raise ApiError(400, str(exc)) from None
+    reason, deadline = control.reason, getattr(control, "deadline_seconds", None)
     try:
         node = await _coord(request).control_node(node_id, action, reason, deadline)
     except LookupError as exc:

@@ -14,6 +14,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from cortex_node.a2a.handler import AgentCardInfo
 from cortex_node.a2a.server import A2AServer
 from cortex_node.clock import Clock
@@ -119,7 +121,7 @@ class Coordinator:
                         inbox=self._inbox, state=self._state),
             self._ledger, lifecycle=lambda: self.lifecycle, resources=self.resources,
             ops_reply=lambda text: ops_skill.answer(self, text), on_event=self._emit)
-        self.a2a = A2AServer(self._work, self.card_info, clock, extension_methods=self._membership.methods())
+        self._a2a = A2AServer(self._work, self.card_info, clock, extension_methods=self._membership.methods())
         self._drain_deadline: asyncio.Task | None = None
         self._usage_pruned_at_ms = 0
         self._stopped = False
@@ -149,6 +151,10 @@ class Coordinator:
         await self._membership.stop()
         await self._dispatcher.stop(deadline_s)
         await self._peers.close()
+
+    def a2a_routes(self) -> list[web.RouteDef]:
+        """The A2A endpoints (agent card, JSON-RPC) for the node's application."""
+        return self._a2a.routes()
 
     def card_info(self) -> AgentCardInfo:
         s = self.settings

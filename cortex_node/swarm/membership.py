@@ -20,6 +20,8 @@ from cortex_node.a2a.errors import A2AError, InvalidParamsError
 from cortex_node.clock import Clock
 from cortex_node.config import NodeSettings
 from cortex_node.contracts import (
+    MAX_REASON_CHARS,
+    ControlCall,
     Lifecycle,
     NodeMetrics,
     NodeTier,
@@ -43,8 +45,6 @@ SWARM_EXTENSION_URI = "https://cortex-swarm.dev/a2a/extensions/swarm/v1"
 FAN_OUT_CONCURRENCY = 32
 BACKOFF_MAX_S = 300.0
 CARD_REFRESH_S = 300.0
-CONTROL_ACTIONS = ("drain", "undrain", "seal")
-MAX_REASON_CHARS = 200
 
 EventSink = Callable[[str, dict], None]
 # (action, reason, drain deadline in seconds or None) -> the node as it stands afterwards (wire form)
@@ -205,17 +205,12 @@ class Membership:
         return {"ok": True}
 
     async def on_control(self, params: dict[str, Any]) -> dict[str, Any]:
-        action = params.get("action")
-        if action not in CONTROL_ACTIONS:
-            raise InvalidParamsError(f"SwarmControl action must be drain, undrain or seal; got {action!r}")
-        reason = params.get("reason", "remote operator")
-        if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
-            raise InvalidParamsError(f"SwarmControl reason must be a string of at most {MAX_REASON_CHARS} characters")
-        deadline = params.get("deadlineSeconds")
-        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))):
-            raise InvalidParamsError("SwarmControl deadlineSeconds must be a number")
         try:
-            node = await self._control_self(action, reason, deadline)
+            call = from_wire(ControlCall, params, "params")
+        except WireError as exc:
+            raise InvalidParamsError(f"SwarmControl {exc}") from None
+        try:
+            node = await self._control_self(call.action, call.reason, call.deadline_seconds)
         except PermissionError as exc:
             raise InvalidParamsError(str(exc)) from None
         return to_wire(node)
@@ -223,11 +218,9 @@ class Membership:
     async def control_peer(self, row: NodeRow, action: str, reason: str, deadline_s: float | None) -> Any:
         """drain / undrain / seal of a peer over A2A (it checks the swarm token like every call).
         Raises PermissionError when the peer refuses, RuntimeError when it cannot be reached."""
-        params: dict[str, Any] = {"action": action, "reason": reason}
-        if deadline_s is not None:
-            params["deadlineSeconds"] = deadline_s
+        call = ControlCall(action=action, reason=reason, deadline_seconds=deadline_s)
         try:
-            return await self._peers.control(row.rpc_url, params)
+            return await self._peers.control(row.rpc_url, to_wire(call))
         except A2AError as exc:
             raise PermissionError(f"{row.name} ({row.id}) refused to {action}: {exc.message}") from None
         except PeerUnreachable as exc:

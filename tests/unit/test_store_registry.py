@@ -199,6 +199,31 @@ async def test_report_sums_increases_across_a_reset_and_utc_midnight(tmp_path: P
     assert report.total_tokens_in == 0 and report.total_cost_usd == 0
 
 
+async def test_the_sweep_prunes_usage_buckets_no_report_reaches(tmp_path: Path, store: Store,
+                                                                 clock: ManualClock) -> None:
+    """swarm_usage_hourly grew for ever: the sweep now drops buckets older than 48 h, about hourly."""
+    coord = Coordinator(NodeSettings(name="self", data_dir=tmp_path, stale_after_ms=STALE_MS), store, clock,
+                        "node_self")
+    await coord.register_self()
+
+    async def hours() -> list[str]:
+        async with store.db.execute("SELECT hour_start FROM swarm_usage_hourly ORDER BY hour_start") as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    for _ in range(4):  # one beat a day for four days: four buckets
+        await coord.heartbeat()
+        clock.advance(24 * 3600)
+    assert len(await hours()) == 4
+    await coord.sweep()
+    kept = await hours()
+    # what a 24 h report (and its top-of-the-hour start) may still read is kept
+    assert len(kept) == 2 and all(parse_ts(h) >= clock.now_ms() - 49 * 3600_000 for h in kept), kept
+    await coord.heartbeat()
+    clock.advance(24 * 3600)
+    await coord.sweep()
+    assert (await hours())[0] > kept[0] and len(await hours()) == 2
+
+
 async def test_local_heartbeat_samples_real_figures(tmp_path: Path, store: Store, clock: ManualClock) -> None:
     settings = NodeSettings(name="self", data_dir=tmp_path, stale_after_ms=STALE_MS)
     coord = Coordinator(settings, store, clock, "node_self")
