@@ -516,21 +516,51 @@ def read_counters(doc: Any, where: str) -> Snapshot:
 
 
 def read_lenient(cls: type, doc: Any) -> Any:
-    """A flat dataclass of numbers, strings and flags from camelCase JSON, tolerantly: a field that
-    is missing or of the wrong type keeps its default (monitors must survive older and newer nodes)."""
+    """A flat dataclass of numbers and strings from camelCase JSON, tolerantly: a field that is
+    missing, of the wrong type or not finite keeps its default (monitors must survive older and
+    newer nodes). Other fields keep their defaults."""
+    return lenient_reader(cls)(doc)
+
+
+def lenient_reader(cls: type, prefix: str = "") -> Callable[[Any], Any]:
+    """``read_lenient`` for one class, compiled once (the way dataclasses writes ``__init__``):
+    monitors read 10,000 processes a refresh. ``prefix`` reads ``totalTokensIn`` for ``tokens_in``."""
+    reader = _LENIENT.get((cls, prefix))
+    if reader is None:
+        reader = _LENIENT[(cls, prefix)] = _lenient_reader(cls, prefix)
+    return reader
+
+
+_LENIENT: dict[tuple[type, str], Callable[[Any], Any]] = {}
+# What a field of each type accepts, as source lines ({v}: the value, {d}: the field's default).
+# A number is finite when v - v == 0; bool is not an int here.
+_ACCEPT = {
+    int: ("if type({v}) is not int:",
+          "    {v} = int({v}) if type({v}) is float and {v} - {v} == 0 else {d}"),
+    float: ("if type({v}) is not float or {v} - {v} != 0:",
+            "    {v} = float({v}) if type({v}) is int else {d}"),
+    str: ("if type({v}) is not str:",
+          "    {v} = {d}"),
+}
+
+
+def _lenient_reader(cls: type, prefix: str) -> Callable[[Any], Any]:
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    if isinstance(doc, dict):
-        for name, key in _wire_fields(cls):
-            value = doc.get(key)
-            kind = hints[name]
-            if kind is int and isinstance(value, (int, float)) and not isinstance(value, bool):
-                kwargs[name] = int(value)
-            elif kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                kwargs[name] = float(value)
-            elif kind is str and isinstance(value, str):
-                kwargs[name] = value
-    return cls(**kwargs)
+    namespace: dict[str, Any] = {"cls": cls}
+    body, args = [], []
+    for i, f in enumerate(dataclasses.fields(cls)):
+        accept = _ACCEPT.get(hints[f.name])
+        if accept is None or f.default is dataclasses.MISSING:
+            continue  # not a figure, or no plain default: it keeps what the class gives it
+        key = camel(f"{prefix}_{f.name}" if prefix else f.name)
+        namespace[f"d{i}"] = f.default
+        body.append(f"v{i} = get({key!r})")
+        body += [line.format(v=f"v{i}", d=f"d{i}") for line in accept]
+        args.append(f"{f.name}=v{i}")
+    source = "\n    ".join(["def read(doc):", "if not isinstance(doc, dict):", "    return cls()", "get = doc.get",
+                             *body, f"return cls({', '.join(args)})"])
+    exec(source, namespace)  # the source holds only the class's own field names and keys
+    return namespace["read"]
 
 
 @dataclass
@@ -937,3 +967,115 @@ class StateRecord(StateItem):
 
     namespace: str
     key: str
+
+
+# --- the REST API's paths and error shape ---------------------------------------------------------
+def _segment(value: str) -> str:
+    """One path segment: an id from the operator or the wire may hold anything, even a slash."""
+    from urllib.parse import quote
+
+    return quote(str(value), safe="")
+
+
+class PathTemplate(str):
+    """A route with ``{placeholders}``, as the node declares it; calling it fills them in, each
+    value quoted as one path segment: ``ApiPath.NODE(node_id="node_a")``."""
+
+    __slots__ = ()
+
+    def __call__(self, **values: str) -> str:
+        return self.format(**{name: _segment(value) for name, value in values.items()})
+
+
+class ApiPath:
+    """Every path of the node's REST API, for its clients (the CLI, cortex-tui, the tests). A fixed
+    path is a string; a path with ids is a ``PathTemplate`` to call. ``API_ROUTES`` below lists
+    them all with their methods."""
+
+    HEALTH = "/healthz"
+    OPENAPI = "/openapi.json"
+    METRICS = "/metrics"
+    NODES = "/api/swarm/nodes"
+    NODES_METRICS = "/api/swarm/nodes/metrics"
+    NODE = PathTemplate("/api/swarm/nodes/{node_id}")
+    NODE_SNAPSHOTS = PathTemplate("/api/swarm/nodes/{node_id}/snapshots")  # ?limit=&since=
+    NODE_EVENTS = PathTemplate("/api/swarm/nodes/{node_id}/events")  # ?limit=
+    NODE_CONTROL = PathTemplate("/api/swarm/nodes/{node_id}/{action}")  # action: one of CONTROL_ACTIONS
+    CONTROL = PathTemplate("/api/swarm/{action}")  # the answering node itself
+    REPORT = "/api/swarm/report"
+    TOPOLOGY = "/api/swarm/topology"
+    DIRECTIVES = "/api/swarm/directives"  # GET ?status=&limit=, POST a DispatchRequest
+    DIRECTIVE = PathTemplate("/api/swarm/directives/{directive_id}")
+    DIRECTIVE_CANCEL = PathTemplate("/api/swarm/directives/{directive_id}/cancel")
+    MESSAGES = "/api/swarm/messages"  # ?sessionId=&limit=
+    STATE = PathTemplate("/api/swarm/state/{namespace}/{key}")  # GET, PUT {"value": …}
+    EVENTS = "/api/swarm/events"  # server-sent events
+
+    @staticmethod
+    def control(action: str, node_id: str | None = None) -> str:
+        """drain / undrain / seal: of the answering node, or (``node_id``) of any node it knows."""
+        if action not in CONTROL_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(CONTROL_ACTIONS)}; got {action!r}")
+        if node_id is None:
+            return ApiPath.CONTROL(action=action)
+        return ApiPath.NODE_CONTROL(node_id=node_id, action=action)
+
+
+# The whole table as (method, route template): api/routes.py serves exactly these (checked by
+# tests/unit/test_api_paths.py), so a client that builds its paths with ApiPath cannot drift from it.
+API_ROUTES: tuple[tuple[str, str], ...] = (
+    ("GET", ApiPath.HEALTH), ("GET", ApiPath.OPENAPI), ("GET", ApiPath.METRICS),
+    ("GET", ApiPath.NODES), ("GET", ApiPath.NODES_METRICS), ("GET", ApiPath.NODE),
+    ("GET", ApiPath.NODE_SNAPSHOTS), ("GET", ApiPath.NODE_EVENTS),
+    *(("POST", ApiPath.CONTROL.replace("{action}", a)) for a in CONTROL_ACTIONS),
+    *(("POST", ApiPath.NODE_CONTROL.replace("{action}", a)) for a in CONTROL_ACTIONS),
+    ("GET", ApiPath.REPORT), ("GET", ApiPath.TOPOLOGY),
+    ("GET", ApiPath.DIRECTIVES), ("POST", ApiPath.DIRECTIVES), ("GET", ApiPath.DIRECTIVE),
+    ("POST", ApiPath.DIRECTIVE_CANCEL), ("GET", ApiPath.MESSAGES),
+    ("GET", ApiPath.STATE), ("PUT", ApiPath.STATE), ("GET", ApiPath.EVENTS),
+)
+
+
+@dataclass
+class ErrorDetail:
+    """The ``error`` object of every REST error answer, ``{"error": {"code": …, "message": …}}``,
+    sent with the HTTP status (api/http.py writes it)."""
+
+    code: str = "error"
+    message: str = ""
+
+
+def error_line(status: int, body: Any, node: str = "the node") -> str:
+    """The one line a user sees for an error answer. ``body`` is what came back: the decoded JSON,
+    or the raw text or bytes (a proxy's page, a server that is not a cortex-node). ``node`` names
+    the node in the 401 hint. Never raises."""
+    if isinstance(body, (bytes, bytearray)):
+        body = body.decode("utf-8", errors="replace")
+    text = body if isinstance(body, str) else ""
+    if text:
+        import json
+
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+    message = read_lenient(ErrorDetail, body.get("error") if isinstance(body, dict) else None).message
+    if not message.strip():
+        message = _plain_text_message(text, status)
+    message = " ".join(message.split())  # one line, whatever the node wrote
+    if status == 401:
+        return f"{node} refused the request (401): {message}; pass --token or set CORTEX_SWARM_TOKEN"
+    return f"{status}: {message}"
+
+
+def _plain_text_message(text: str, status: int) -> str:
+    """A body that is not the error shape: its first line when it is plain text, else the status's name."""
+    text = text.strip()
+    if text and not text.startswith("<"):  # not an HTML or XML page
+        return text.splitlines()[0][:200]
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
+
+from cortex_node.contracts import error_line
 
 
 class CliError(Exception):
@@ -22,9 +25,12 @@ class NodeClient:
         self.token = token
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                params: dict[str, Any] | None = None) -> Any:
+        """``path`` from ``contracts.ApiPath``; ``params`` (None values left out) become the query."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base_url + path, data=data, method=method)
+        query = urllib.parse.urlencode({k: v for k, v in (params or {}).items() if v is not None})
+        req = urllib.request.Request(self.base_url + path + (f"?{query}" if query else ""), data=data, method=method)
         req.add_header("Accept", "application/json")
         if data is not None:
             req.add_header("Content-Type", "application/json")
@@ -34,7 +40,7 @@ class NodeClient:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            raise CliError(self._http_error(exc)) from None
+            raise CliError(error_line(exc.code, _error_body(exc), f"the node at {self.base_url}")) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, ConnectionRefusedError) or "refused" in str(reason).lower():
@@ -52,18 +58,15 @@ class NodeClient:
         except ValueError:
             raise CliError(f"{self.base_url}{path} answered with something that is not JSON; is it a cortex-node?") from None
 
-    def _http_error(self, exc: urllib.error.HTTPError) -> str:
-        try:
-            doc = json.loads(exc.read() or b"{}")
-            message = doc["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = exc.reason
-        if exc.code == 401:
-            return f"the node at {self.base_url} refused the request (401): {message}. Pass --token or set CORTEX_SWARM_TOKEN"
-        return f"{exc.code}: {message}"
-
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self.request("POST", path, body if body is not None else {})
+
+
+def _error_body(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return exc.read()
+    except OSError:  # the connection broke while the error body came in
+        return b""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cortex_node.cli.client import CliError, NodeClient
+from cortex_node.contracts import ApiPath
 
 DEMO_GROUPS = ("edge", "core")
 WORKLOAD_PERIOD_S = 2.0
@@ -78,7 +79,7 @@ def wait_healthy(node: DemoNode, token: str, timeout: float = 20.0) -> None:
             tail = (node.data_dir / "node.log").read_text(errors="replace").strip().splitlines()[-1:]
             raise CliError(f"{node.name} exited at start: {tail[0] if tail else 'no output'}")
         try:
-            client.get("/healthz")
+            client.get(ApiPath.HEALTH)
             return
         except CliError:
             time.sleep(0.1)
@@ -103,8 +104,8 @@ class Workload(threading.Thread):
             source, target = self.random.choice(self.nodes), self.random.choice(self.nodes)
             try:
                 if target.url not in ids:
-                    ids[target.url] = NodeClient(target.url, self.token, timeout=3).get("/healthz")["nodeId"]
-                NodeClient(source.url, self.token, timeout=5).post("/api/swarm/directives", self.body(ids[target.url]))
+                    ids[target.url] = NodeClient(target.url, self.token, timeout=3).get(ApiPath.HEALTH)["nodeId"]
+                NodeClient(source.url, self.token, timeout=5).post(ApiPath.DIRECTIVES, self.body(ids[target.url]))
                 self.sent += 1
             except CliError:
                 continue  # a node may be drained or sealed from the TUI: that is part of the demo
@@ -127,7 +128,7 @@ def seal_all(nodes: list[DemoNode], token: str) -> None:
     for node in nodes:
         if node.proc.poll() is None:
             try:
-                NodeClient(node.url, token, timeout=3).post("/api/swarm/seal", {"reason": "demo finished"})
+                NodeClient(node.url, token, timeout=3).post(ApiPath.control("seal"), {"reason": "demo finished"})
             except CliError:
                 node.proc.send_signal(signal.SIGTERM)
     for node in nodes:

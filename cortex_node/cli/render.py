@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from cortex_node.contracts import REMOTE_PID_BASE
+from cortex_node.contracts import REMOTE_PID_BASE, NodeLoad, read_lenient
 
 import sys
 
@@ -51,12 +51,12 @@ def nodes_table(doc: dict[str, Any]) -> None:
     for col in ("NAME", "ID", "STATUS", "HOST:PORT", "TIER", "GROUP", "SESS", "PROCS", "CPU%", "MEMORY", "HEARTBEAT"):
         table.add_column(col, justify="right" if col in ("SESS", "PROCS", "CPU%") else "left", no_wrap=True)
     for n in doc["nodes"]:
-        m = n["metrics"]
+        load = read_lenient(NodeLoad, n.get("metrics"))  # the gauges; a missing one shows 0, not a traceback
         name = n["name"] + (" *" if n.get("isSelf") else "")
         table.add_row(
             name, n["id"], status_text(n["status"]), f"{n.get('host')}:{n.get('port')}", n["tier"], n["groupName"],
-            str(m["activeSessions"]), str(m["activeProcesses"]), f"{m['cpuPercent']:.1f}",
-            mb(m["memoryUsedMb"], m["memoryTotalMb"]), age(n.get("heartbeatAgeMs")),
+            str(load.active_sessions), str(load.active_processes), f"{load.cpu_percent:.1f}",
+            mb(load.memory_used_mb, load.memory_total_mb), age(n.get("heartbeatAgeMs")),
         )
     console.print(table)
     console.print("* = the node answering", style="dim")
@@ -87,7 +87,7 @@ def _proc_label(p: dict[str, Any]) -> Text:
         extras.append(f"session {p['sessionId']}")
     r = p.get("resources") or {}
     if r.get("tokensIn") or r.get("tokensOut"):
-        extras.append(f"tokens {r['tokensIn']}/{r['tokensOut']}")
+        extras.append(f"tokens {r.get('tokensIn', 0)}/{r.get('tokensOut', 0)}")
     if extras:
         label.append("  " + "  ".join(extras), style="dim")
     return label

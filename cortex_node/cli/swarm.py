@@ -16,6 +16,7 @@ import typer
 from cortex_node.cli import demo, render
 from cortex_node.cli.client import CliError, NodeClient
 from cortex_node.config import ConfigError, default_config_path, load_settings, save_swarm_section
+from cortex_node.contracts import ApiPath
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Cortex Swarm: run many agent-hosting machines as one fleet.")
@@ -67,8 +68,9 @@ def emit_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2))
 
 
-def show(url: Optional[str], token: Optional[str], as_json: bool, path: str, view: Callable[[Any], None]) -> None:
-    doc = call(client(url, token).get, path)
+def show(url: Optional[str], token: Optional[str], as_json: bool, path: str, view: Callable[[Any], None],
+         params: Optional[dict[str, Any]] = None) -> None:
+    doc = call(client(url, token).get, path, params)
     if as_json:
         return emit_json(doc)
     view(doc)
@@ -77,19 +79,19 @@ def show(url: Optional[str], token: Optional[str], as_json: bool, path: str, vie
 @swarm.command("nodes", help="List the nodes the node knows, with status and resources.\n\n"
                "Example: cortex swarm nodes --json | jq '.nodes[].status'")
 def nodes_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, "/api/swarm/nodes", render.nodes_table)
+    show(url, token, as_json, ApiPath.NODES, render.nodes_table)
 
 
 @swarm.command("topology", help="Print the fleet's process tree (remote processes under their node).\n\n"
                "Example: cortex swarm topology")
 def topology_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, "/api/swarm/topology", render.topology_tree)
+    show(url, token, as_json, ApiPath.TOPOLOGY, render.topology_tree)
 
 
 @swarm.command("report", help="Fleet resource usage over the last 24 hours, per node and in total.\n\n"
                "Example: cortex swarm report --json")
 def report_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, "/api/swarm/report", render.report_table)
+    show(url, token, as_json, ApiPath.REPORT, render.report_table)
 
 
 @swarm.command("directives", help="The directive audit trail, newest first.\n\n"
@@ -97,8 +99,7 @@ def report_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = Fa
 def directives_cmd(status: Optional[str] = typer.Option(None, "--status", help="pending | dispatched | completed | failed | cancelled | timed_out"),
                    limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)"),
                    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    query = f"?limit={limit}" + (f"&status={status}" if status else "")
-    show(url, token, as_json, "/api/swarm/directives" + query, render.directives_table)
+    show(url, token, as_json, ApiPath.DIRECTIVES, render.directives_table, {"limit": limit, "status": status or None})
 
 
 @swarm.command("dispatch", help="Send a directive to a node (by id or URL) or to every live node of a group.\n\n"
@@ -134,7 +135,7 @@ def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_tas
     c.timeout = ttl + 10
     if wait:
         typer.echo(f"dispatching {kind}; waiting up to {ttl:g} s for the result…", err=True)
-    doc = call(c.post, "/api/swarm/directives", body)
+    doc = call(c.post, ApiPath.DIRECTIVES, body)
     if as_json:
         return emit_json(doc)
     rows = doc["directives"] if "directives" in doc and "group" in doc else [doc]
@@ -148,8 +149,7 @@ def _control(action: str, url: Optional[str], token: Optional[str], reason: str,
     body: dict[str, Any] = {"reason": reason}
     if deadline is not None:
         body["deadlineSeconds"] = deadline
-    path = f"/api/swarm/nodes/{node}/{action}" if node else f"/api/swarm/{action}"
-    doc = call(client(url, token).post, path, body)
+    doc = call(client(url, token).post, ApiPath.control(action, node or None), body)
     if as_json:
         return emit_json(doc)
     render.control_result(action, doc)
@@ -225,7 +225,7 @@ def init_cmd(name: Optional[str] = typer.Option(None, "--name", help="Node name 
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
             fail(f"the node exited at start (code {proc.returncode}): {tail[0]}")
         try:
-            health = c.get("/healthz")
+            health = c.get(ApiPath.HEALTH)
             break
         except CliError:
             time.sleep(0.1)

@@ -14,9 +14,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from cortex_node.contracts import REMOTE_PID_BASE, SNAPSHOT_RETENTION, format_ts, parse_ts
+from cortex_node.contracts import REMOTE_PID_BASE, SNAPSHOT_RETENTION, NodeLoad, RunMetrics, Usage, format_ts, parse_ts
 from cortex_tui.client.models import (
-    LIVE_STATUSES,
     Directive,
     FleetState,
     FleetTotals,
@@ -84,21 +83,19 @@ def _with_metrics(node: Node, profile: SeriesProfile | None, now_ms: int) -> Nod
         return node
     beat_ms = now_ms - node.heartbeat_age_ms
     latest, day_ago = profile.sample(beat_ms), profile.sample(beat_ms - _DAY_MS)
-    return dataclasses.replace(
-        node, cpu_percent=latest.cpu_percent, memory_used_mb=latest.memory_used_mb,
-        memory_total_mb=latest.memory_total_mb, tokens_in_today=latest.tokens_in - day_ago.tokens_in,
-        tokens_out_today=latest.tokens_out - day_ago.tokens_out,
-        cost_usd_today=round(latest.cost_usd - day_ago.cost_usd, 6),
-        uptime_seconds=round((beat_ms - profile.started_ms) / 1000, 1),
-        last_heartbeat=format_ts(beat_ms),
-    )
+    load = dataclasses.replace(node.load, cpu_percent=latest.cpu_percent, memory_used_mb=latest.memory_used_mb,
+                               memory_total_mb=latest.memory_total_mb,
+                               uptime_seconds=round((beat_ms - profile.started_ms) / 1000, 1))
+    today = Usage(tokens_in=latest.tokens_in - day_ago.tokens_in, tokens_out=latest.tokens_out - day_ago.tokens_out,
+                  cost_usd=round(latest.cost_usd - day_ago.cost_usd, 6))
+    return dataclasses.replace(node, load=load, today=today, last_heartbeat=format_ts(beat_ms))
 
 
 def _totals(nodes: list[Node], now_ms: int) -> FleetTotals:
-    return FleetTotals(
-        window_end=format_ts(now_ms), tokens_in=sum(n.tokens_in_today for n in nodes), tokens_out=sum(n.tokens_out_today for n in nodes),
-        cost_usd=round(sum(n.cost_usd_today for n in nodes), 6),
-    )
+    total = Usage()
+    for node in nodes:
+        total.add(node.today)
+    return FleetTotals(window_end=format_ts(now_ms), usage=total.rounded())
 
 
 # --- the curated small fleet -----------------------------------------------------------------------
@@ -120,6 +117,12 @@ _PRIORITIES = ("low", "normal", "normal", "normal", "normal", "high", "high", "c
 _DIRECTIVE_STATUSES = ("completed",) * 6 + ("failed", "failed", "timed_out", "cancelled", "dispatched", "pending")
 
 
+def _grown(usage: Usage, tokens: int) -> Usage:
+    """A running agent's usage a moment later (a new object: states are never mutated)."""
+    return dataclasses.replace(usage, tokens_in=usage.tokens_in + tokens, tokens_out=usage.tokens_out + tokens // 4,
+                               cost_usd=round(usage.cost_usd + tokens * 9e-6, 4))
+
+
 def _node_id(rng: random.Random, name: str) -> str:
     return f"node_{name[:4]}{rng.randint(1000, 9999)}_{''.join(rng.choices('abcdefghjkmnpqrstuvwxyz23456789', k=5))}"
 
@@ -138,8 +141,9 @@ def _agents_for(rng: random.Random, node_id: str, first_pid: int, parent: int | 
         tokens_in = rng.randint(500, 250_000)
         procs.append(Process(
             pid=first_pid + i, parent_pid=first_pid, name=agent, status=status, node_id=node_id, role="agent",
-            agent_type=agent, session_id=session, tokens_in=tokens_in, tokens_out=int(tokens_in * rng.uniform(0.1, 0.5)),
-            cost_usd=round(tokens_in * 9e-6, 4),
+            agent_type=agent, session_id=session,
+            resources=Usage(tokens_in=tokens_in, tokens_out=int(tokens_in * rng.uniform(0.1, 0.5)),
+                            cost_usd=round(tokens_in * 9e-6, 4)),
         ))
     return procs
 
@@ -191,12 +195,11 @@ class DemoFleet:
         for node in self.state.nodes:
             age = node.heartbeat_age_ms
             if age is not None:
-                live = node.status in LIVE_STATUSES
+                live = node.is_live
                 age = (age + step_ms) % SAMPLE_INTERVAL_MS if live else age + step_ms
             nodes.append(_with_metrics(dataclasses.replace(node, heartbeat_age_ms=age), self.profile(node.id), now))
         processes = [
-            dataclasses.replace(p, tokens_in=p.tokens_in + (grow := rng.randint(0, 400)),
-                                tokens_out=p.tokens_out + grow // 4, cost_usd=round(p.cost_usd + grow * 9e-6, 4))
+            dataclasses.replace(p, resources=_grown(p.resources, rng.randint(0, 400)))
             if p.status == "running" and p.role == "agent" else p
             for p in self.state.processes
         ]
@@ -235,8 +238,9 @@ class DemoFleet:
                 is_self=ids[name] == self_id, endpoint=f"http://{address}", host=host, port=int(port), tier=tier,
                 group=group, version="0.1.0", capabilities=("heartbeat", "report", "topology"),
                 labels={"zone": rng.choice(("eu-west", "eu-central", "us-east"))},
-                boot_id=f"{rng.getrandbits(48):012x}", disk_used_mb=round(rng.uniform(40_000, 400_000), 1),
-                disk_total_mb=512_000.0, heartbeat_age_ms=None if age_s is None else int(age_s * 1000),
+                boot_id=f"{rng.getrandbits(48):012x}",
+                load=NodeLoad(disk_used_mb=round(rng.uniform(40_000, 400_000), 1), disk_total_mb=512_000.0),
+                heartbeat_age_ms=None if age_s is None else int(age_s * 1000),
                 registered_at=format_ts(now - rng.randint(3, 30) * _DAY_MS // 24),
             ))
         processes = [Process(pid=1, parent_pid=None, name="cortex-node", status="running", node_id=self_id, role="node")]
@@ -252,8 +256,9 @@ class DemoFleet:
         nodes = [_with_metrics(n, fleet.profile(n.id), now) for n in nodes]
         for i, node in enumerate(nodes):
             running = [p for p in processes if p.node_id == node.id and p.status == "running"]
-            nodes[i] = dataclasses.replace(node, active_processes=len(running),
-                                           active_sessions=len({p.session_id for p in running if p.session_id}))
+            load = dataclasses.replace(node.load, active_processes=len(running),
+                                       active_sessions=len({p.session_id for p in running if p.session_id}))
+            nodes[i] = dataclasses.replace(node, load=load)
         fleet.state = FleetState(self_id, nodes, processes, _totals(nodes, now), now)
         fleet.events = _events(rng, nodes, now)
         fleet.directives = _directives(rng, nodes, now)
@@ -298,7 +303,7 @@ def _directive_payload(rng: random.Random, kind: str) -> dict:
 
 
 def _directives(rng: random.Random, nodes: list[Node], now_ms: int) -> list[Directive]:
-    """The audit trail, newest first, as GET /api/swarm/directives returns it: every row was
+    """The audit trail, newest first, as the node lists it (ApiPath.DIRECTIVES): every row was
     sent (outbound) or received (inbound) by the dashboard's own node."""
     me = next(n for n in nodes if n.is_self)
     peers = [n for n in nodes if n.status != "offline" and not n.is_self]
@@ -329,10 +334,10 @@ def _directives(rng: random.Random, nodes: list[Node], now_ms: int) -> list[Dire
             directive_id=f"dir_demo{i:03d}_{rng.getrandbits(20):05x}", source_node_id=source.id,
             target_node_id=target.id, kind=kind, priority=rng.choice(_PRIORITIES), status=status,
             created_at=format_ts(t), payload=_directive_payload(rng, kind), output=output, error=error,
-            tokens_in=tokens_in if status == "completed" else 0,
-            tokens_out=tokens_in // 3 if status == "completed" else 0,
-            cost_usd=round(tokens_in * 9e-6, 4) if status == "completed" else 0.0,
-            duration_ms=duration, tool_calls=rng.randint(0, 12) if status == "completed" else 0,
+            metrics=RunMetrics(tokens_in=tokens_in if status == "completed" else 0,
+                               tokens_out=tokens_in // 3 if status == "completed" else 0,
+                               cost_usd=round(tokens_in * 9e-6, 4) if status == "completed" else 0.0,
+                               duration_ms=duration, tool_calls=rng.randint(0, 12) if status == "completed" else 0),
             dispatched_at=format_ts(t + 5), completed_at=format_ts(t + duration) if duration else None,
             role="outbound" if source.is_self else "inbound",
         ))
@@ -362,10 +367,11 @@ def large_fleet(nodes: int = 1000, processes: int = 10_000, *, seed: int = 7, ti
             lifecycle={"draining": "draining", "sealed": "sealed"}.get(status, "active"), is_self=i == 0,
             endpoint=f"http://10.{i // 250}.{i % 250}.10:4220", host=f"10.{i // 250}.{i % 250}.10", port=4220,
             tier=shape.choice(_TIERS), group=shape.choice(_GROUPS), version="0.1.0",
-            cpu_percent=round(figures.uniform(2, 95), 1), memory_used_mb=round(total * figures.uniform(0.1, 0.9), 1),
-            memory_total_mb=total, active_sessions=figures.randint(0, 6), active_processes=figures.randint(0, 20),
-            tokens_in_today=figures.randint(0, 2_000_000), tokens_out_today=figures.randint(0, 500_000),
-            cost_usd_today=round(figures.uniform(0, 40), 2),
+            load=NodeLoad(cpu_percent=round(figures.uniform(2, 95), 1),
+                          memory_used_mb=round(total * figures.uniform(0.1, 0.9), 1), memory_total_mb=total,
+                          active_sessions=figures.randint(0, 6), active_processes=figures.randint(0, 20)),
+            today=Usage(tokens_in=figures.randint(0, 2_000_000), tokens_out=figures.randint(0, 500_000),
+                        cost_usd=round(figures.uniform(0, 40), 2)),
             heartbeat_age_ms=figures.randint(130_000, 900_000) if lost else figures.randint(0, 30_000),
         ))
     self_id = node_list[0].id
@@ -386,8 +392,8 @@ def large_fleet(nodes: int = 1000, processes: int = 10_000, *, seed: int = 7, ti
                 pid=pid, parent_pid=None if k == 0 else supervisor, name="supervisor" if k == 0 else agent,
                 status=figures.choice(("running",) * 8 + ("exited", "failed")), node_id=owner.id,
                 role="supervisor" if k == 0 else "agent", agent_type=None if k == 0 else agent,
-                session_id=f"sess_{supervisor:x}", tokens_in=figures.randint(0, 90_000),
-                tokens_out=figures.randint(0, 30_000),
+                session_id=f"sess_{supervisor:x}",
+                resources=Usage(tokens_in=figures.randint(0, 90_000), tokens_out=figures.randint(0, 30_000)),
             ))
             pid += 1
     return FleetState(self_id, node_list, procs, _totals(node_list, now), now)

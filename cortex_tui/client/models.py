@@ -2,16 +2,28 @@
 
 Parsing is tolerant on purpose: a field a newer or older node leaves out gets a neutral default
 instead of taking the dashboard down, and only a document that is not the expected shape at all
-raises ``BadAnswer``. The models are flat and slotted because a large fleet parses 10,000
-processes on every refresh.
+raises ``BadAnswer``. The figures are the contracts' own types (``Usage``, ``RunMetrics``,
+``NodeLoad``, the series ``Snapshot``), read the way ``contracts.read_lenient`` reads them; the fleet
+models are slotted because a large fleet parses 10,000 processes on every refresh.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from cortex_node.contracts import REMOTE_PID_BASE, NodeStatus, parse_ts
+from cortex_node.contracts import (
+    REMOTE_PID_BASE,
+    NodeLoad,
+    NodeStatus,
+    RunMetrics,
+    Usage,
+    lenient_reader,
+    parse_ts,
+)
+from cortex_node.contracts import Snapshot as NodeSample
+
+T = TypeVar("T")
 
 
 class BadAnswer(ValueError):
@@ -32,23 +44,32 @@ def _list(doc: dict[str, Any], key: str, what: str) -> list[Any]:
 
 
 def _num(value: Any, default: float = 0.0) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    t = type(value)
+    if t is float:
+        return value if value - value == 0 else default
+    return float(value) if t is int else default
 
 
 def _int(value: Any, default: int = 0) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    t = type(value)
+    if t is int:
+        return value
+    return int(value) if t is float and value - value == 0 else default
 
 
 def _opt_int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    t = type(value)
+    if t is int:
+        return value
+    return int(value) if t is float and value - value == 0 else None
 
 
 def _str(value: Any, default: str = "") -> str:
-    return value if isinstance(value, str) else default
+    return value if type(value) is str else default
 
 
 def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return value if type(value) is str else None
 
 
 def ts_ms(text: str | None) -> int | None:
@@ -61,10 +82,19 @@ def ts_ms(text: str | None) -> int | None:
         return None
 
 
-# Statuses in which a node takes part in the fleet (counted as "online" in the header).
-LIVE_STATUSES = frozenset(
-    {NodeStatus.ONLINE.value, NodeStatus.CONNECTED.value, NodeStatus.DRAINING.value, NodeStatus.DEGRADED.value}
-)
+read_usage = lenient_reader(Usage)
+read_load = lenient_reader(NodeLoad)
+read_run_metrics = lenient_reader(RunMetrics)
+read_totals = lenient_reader(Usage, "total")  # the fleet report's totalTokensIn, totalCostUsd, …
+
+_NODE_STATUS = {s.value: s for s in NodeStatus}
+
+
+def is_live(status: str) -> bool:
+    """``NodeStatus.is_live`` of a status word from the wire (counted "up" in the header); a word
+    this version does not know is not live."""
+    known = _NODE_STATUS.get(status)
+    return known is not None and known.is_live
 
 
 @dataclass(slots=True)
@@ -83,17 +113,8 @@ class Node:
     capabilities: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     boot_id: str | None = None
-    cpu_percent: float = 0.0
-    memory_used_mb: float = 0.0
-    memory_total_mb: float = 0.0
-    disk_used_mb: float = 0.0
-    disk_total_mb: float = 0.0
-    active_sessions: int = 0
-    active_processes: int = 0
-    tokens_in_today: int = 0
-    tokens_out_today: int = 0
-    cost_usd_today: float = 0.0
-    uptime_seconds: float = 0.0
+    load: NodeLoad = field(default_factory=NodeLoad)  # the gauges of the last heartbeat
+    today: Usage = field(default_factory=Usage)  # what the node used since UTC midnight
     last_heartbeat: str | None = None
     heartbeat_age_ms: int | None = None
     registered_at: str | None = None
@@ -103,6 +124,10 @@ class Node:
         if self.host and self.port:
             return f"{self.host}:{self.port}"
         return self.endpoint.split("://", 1)[-1] or "—"
+
+    @property
+    def is_live(self) -> bool:
+        return is_live(self.status)
 
     @classmethod
     def from_json(cls, doc: Any) -> "Node":
@@ -119,16 +144,20 @@ class Node:
             tier=_str(d.get("tier")), group=_str(d.get("groupName"), "default"), version=_str(d.get("version")),
             capabilities=tuple(c for c in caps if isinstance(c, str)) if isinstance(caps, list) else (),
             labels={str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {},
-            boot_id=_opt_str(d.get("bootId")),
-            cpu_percent=_num(m.get("cpuPercent")), memory_used_mb=_num(m.get("memoryUsedMb")),
-            memory_total_mb=_num(m.get("memoryTotalMb")), disk_used_mb=_num(m.get("diskUsedMb")),
-            disk_total_mb=_num(m.get("diskTotalMb")), active_sessions=_int(m.get("activeSessions")),
-            active_processes=_int(m.get("activeProcesses")), tokens_in_today=_int(m.get("tokensUsedToday")),
-            tokens_out_today=_int(m.get("tokensOutToday")), cost_usd_today=_num(m.get("costUsdToday")),
-            uptime_seconds=_num(m.get("uptimeSeconds")),
+            boot_id=_opt_str(d.get("bootId")), load=read_load(m), today=_today(m),
             last_heartbeat=_opt_str(d.get("lastHeartbeat")), heartbeat_age_ms=_opt_int(d.get("heartbeatAgeMs")),
             registered_at=_opt_str(d.get("registeredAt")),
         )
+
+
+def _today(metrics: dict[str, Any]) -> Usage:
+    """The day's usage: ``metrics.today``; a node from before the one usage vector sent three
+    flat figures instead, which are still shown."""
+    today = metrics.get("today")
+    if isinstance(today, dict) or "tokensUsedToday" not in metrics:
+        return read_usage(today)
+    return Usage(tokens_in=_int(metrics.get("tokensUsedToday")), tokens_out=_int(metrics.get("tokensOutToday")),
+                 cost_usd=_num(metrics.get("costUsdToday")))
 
 
 @dataclass(slots=True)
@@ -144,9 +173,7 @@ class Process:
     agent_type: str | None = None
     session_id: str | None = None
     remote_pid: int | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    resources: Usage = field(default_factory=Usage)
 
     @property
     def is_remote(self) -> bool:
@@ -154,17 +181,15 @@ class Process:
 
     @classmethod
     def from_json(cls, doc: Any) -> "Process":
-        d = _obj(doc, "a process")
-        pid = _opt_int(d.get("pid"))
+        get = _obj(doc, "a process").get
+        pid = _opt_int(get("pid"))
         if pid is None:
             raise BadAnswer("a process without a 'pid'")
-        r = d.get("resources") if isinstance(d.get("resources"), dict) else {}
         return cls(
-            pid=pid, parent_pid=_opt_int(d.get("parentPid")), name=_str(d.get("name"), "?"),
-            status=_str(d.get("status"), "unknown"), node_id=_str(d.get("nodeId")), role=_str(d.get("role")),
-            agent_type=_opt_str(d.get("agentType")), session_id=_opt_str(d.get("sessionId")),
-            remote_pid=_opt_int(d.get("remotePid")), tokens_in=_int(r.get("tokensIn")),
-            tokens_out=_int(r.get("tokensOut")), cost_usd=_num(r.get("costUsd")),
+            pid=pid, parent_pid=_opt_int(get("parentPid")), name=_str(get("name"), "?"),
+            status=_str(get("status"), "unknown"), node_id=_str(get("nodeId")), role=_str(get("role")),
+            agent_type=_opt_str(get("agentType")), session_id=_opt_str(get("sessionId")),
+            remote_pid=_opt_int(get("remotePid")), resources=read_usage(get("resources")),
         )
 
 
@@ -173,19 +198,14 @@ class FleetTotals:
     """The fleet report's totals over its window (24 h)."""
 
     window_end: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
+    usage: Usage = field(default_factory=Usage)
 
     @classmethod
     def from_json(cls, doc: Any) -> "FleetTotals":
         d = _obj(doc, "the fleet report")
         if not isinstance(d.get("windowEnd"), str):
             raise BadAnswer("the fleet report has no 'windowEnd'")
-        return cls(
-            window_end=d["windowEnd"], tokens_in=_int(d.get("totalTokensIn")), tokens_out=_int(d.get("totalTokensOut")),
-            cost_usd=_num(d.get("totalCostUsd")),
-        )
+        return cls(window_end=d["windowEnd"], usage=read_totals(d))
 
 
 @dataclass(slots=True)
@@ -206,7 +226,7 @@ class FleetState:
 
     @property
     def live_nodes(self) -> int:
-        return sum(1 for n in self.nodes if n.status in LIVE_STATUSES)
+        return sum(1 for n in self.nodes if n.is_live)
 
     @classmethod
     def from_json(cls, nodes_doc: Any, topology_doc: Any, report_doc: Any) -> "FleetState":
@@ -222,17 +242,15 @@ class FleetState:
         )
 
 
-@dataclass(slots=True)
-class Snapshot:
-    """One sample of a node's resource series; token and cost counters are cumulative."""
+_read_sample = lenient_reader(NodeSample)
+
+
+@dataclass(kw_only=True)
+class Snapshot(NodeSample):
+    """One sample of a node's resource series: the contracts' ``Snapshot`` (usage counters,
+    cumulative since the node started, and the load then) at ``at_ms``."""
 
     at_ms: int
-    cpu_percent: float = 0.0
-    memory_used_mb: float = 0.0
-    memory_total_mb: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
 
     @classmethod
     def from_json(cls, doc: Any) -> "Snapshot":
@@ -240,11 +258,7 @@ class Snapshot:
         at = ts_ms(_opt_str(d.get("snapshotAt")))
         if at is None:
             raise BadAnswer("a snapshot without a readable 'snapshotAt'")
-        return cls(
-            at_ms=at, cpu_percent=_num(d.get("cpuPercent")), memory_used_mb=_num(d.get("memoryUsedMb")),
-            memory_total_mb=_num(d.get("memoryTotalMb")), tokens_in=_int(d.get("tokensIn")),
-            tokens_out=_int(d.get("tokensOut")), cost_usd=_num(d.get("costUsd")),
-        )
+        return cls(at_ms=at, **vars(_read_sample(d)))
 
 
 @dataclass(slots=True)
@@ -276,11 +290,7 @@ class Directive:
     payload: Any = None
     output: Any = None
     error: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    duration_ms: int = 0
-    tool_calls: int = 0
+    metrics: RunMetrics = field(default_factory=RunMetrics)  # what the run used and how long it took
     dispatched_at: str | None = None
     completed_at: str | None = None
     role: str = ""
@@ -295,8 +305,7 @@ class Directive:
             target_node_id=_str(d.get("targetNodeId")), kind=_str(d.get("kind"), "?"),
             priority=_str(d.get("priority"), "normal"), status=_str(d.get("status"), "?"),
             created_at=_str(d.get("createdAt")), payload=d.get("payload"), output=d.get("output"),
-            error=_opt_str(d.get("error")), tokens_in=_int(d.get("tokensIn")), tokens_out=_int(d.get("tokensOut")),
-            cost_usd=_num(d.get("costUsd")), duration_ms=_int(d.get("durationMs")),
-            tool_calls=_int(d.get("toolCalls")), dispatched_at=_opt_str(d.get("dispatchedAt")),
-            completed_at=_opt_str(d.get("completedAt")), role=_str(d.get("role")),
+            error=_opt_str(d.get("error")), metrics=read_run_metrics(d),
+            dispatched_at=_opt_str(d.get("dispatchedAt")), completed_at=_opt_str(d.get("completedAt")),
+            role=_str(d.get("role")),
         )

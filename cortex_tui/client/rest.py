@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from cortex_node.contracts import format_ts
+from cortex_node.contracts import ApiPath, error_line, format_ts
 from cortex_tui.client.models import BadAnswer, Directive, FleetState, Node, NodeEvent, Snapshot
 from cortex_tui.client.source import (
     ControlAction,
@@ -64,9 +64,9 @@ class SwarmClient:
 
     async def fetch_fleet(self) -> FleetState:
         nodes, topology, report = await asyncio.gather(
-            self._request("GET", "/api/swarm/nodes"),
-            self._request("GET", "/api/swarm/topology"),
-            self._request("GET", "/api/swarm/report"),
+            self._request("GET", ApiPath.NODES),
+            self._request("GET", ApiPath.TOPOLOGY),
+            self._request("GET", ApiPath.REPORT),
         )
         try:
             return FleetState.from_json(nodes, topology, report)
@@ -77,29 +77,29 @@ class SwarmClient:
         params: dict[str, Any] = {"limit": limit}
         if since_ms is not None:
             params["since"] = format_ts(since_ms)
-        doc = await self._request("GET", f"/api/swarm/nodes/{node_id}/snapshots", params=params)
+        doc = await self._request("GET", ApiPath.NODE_SNAPSHOTS(node_id=node_id), params=params)
         return _parse_list(doc, "snapshots", Snapshot.from_json, self.base_url)
 
     async def fetch_events(self, node_id: str, *, limit: int = 50) -> list[NodeEvent]:
-        doc = await self._request("GET", f"/api/swarm/nodes/{node_id}/events", params={"limit": limit})
+        doc = await self._request("GET", ApiPath.NODE_EVENTS(node_id=node_id), params={"limit": limit})
         return _parse_list(doc, "events", NodeEvent.from_json, self.base_url)
 
     async def fetch_directives(self, *, status: str | None = None, limit: int = 200) -> list[Directive]:
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
-        doc = await self._request("GET", "/api/swarm/directives", params=params)
+        doc = await self._request("GET", ApiPath.DIRECTIVES, params=params)
         return _parse_list(doc, "directives", Directive.from_json, self.base_url)
 
     async def control(self, action: ControlAction, node: Node) -> Node:
-        """The connected node controls itself through /api/swarm/<action>; any other node is
-        addressed through /api/swarm/nodes/<id>/<action>, which older nodes do not have."""
+        """The connected node controls itself (``ApiPath.control(action)``); any other node is
+        addressed by id through it, which older nodes cannot do."""
         body = {"reason": "cortex-tui operator"}
         if node.is_self:
-            doc = await self._request("POST", f"/api/swarm/{action.value}", body=body)
+            doc = await self._request("POST", ApiPath.control(action.value), body=body)
         else:
             try:
-                doc = await self._request("POST", f"/api/swarm/nodes/{node.id}/{action.value}", body=body)
+                doc = await self._request("POST", ApiPath.control(action.value, node.id), body=body)
             except NotFound as exc:
                 raise NotFound(f"{node.name}: the node at {self.base_url} cannot {action.value} other nodes "
                                f"({exc}); connect to it directly: cortex-tui --url {node.endpoint}") from None
@@ -115,15 +115,8 @@ class SwarmClient:
 
 
 def _http_error(status: int, raw: bytes, base_url: str) -> SourceError:
-    try:
-        message = json.loads(raw)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = raw.decode(errors="replace").strip()[:200] or f"HTTP {status}"
-    if status == 401:
-        return Unauthorized(f"{base_url} refused the request (401): pass --token or set CORTEX_SWARM_TOKEN")
-    if status == 404:
-        return NotFound(message)
-    return RequestFailed(f"{status}: {message}")
+    kind = {401: Unauthorized, 404: NotFound}.get(status, RequestFailed)
+    return kind(error_line(status, raw, base_url))
 
 
 def _parse_list(doc: Any, key: str, parse: Any, base_url: str) -> list[Any]:

@@ -36,6 +36,7 @@ def _json(value: Any) -> RenderableType:
 
 
 def directive_detail(d: Directive, names: dict[str, str]) -> RenderableType:
+    m = d.metrics
     facts = Table.grid(padding=(0, 1))
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column()
@@ -45,9 +46,9 @@ def directive_detail(d: Directive, names: dict[str, str]) -> RenderableType:
     facts.add_row("route", Text(f"{names.get(d.source_node_id, d.source_node_id)} → "
                                 f"{names.get(d.target_node_id, d.target_node_id)}" + (f"  ({d.role})" if d.role else "")))
     facts.add_row("times", Text(f"created {fmt.clock(d.created_at)}  dispatched {fmt.clock(d.dispatched_at)}  "
-                                f"completed {fmt.clock(d.completed_at)}  took {fmt.duration(d.duration_ms)}"))
-    facts.add_row("usage", Text(f"{d.tokens_in} tokens in, {d.tokens_out} out, {fmt.money(d.cost_usd)}, "
-                                f"{d.tool_calls} tool calls"))
+                                f"completed {fmt.clock(d.completed_at)}  took {fmt.duration(m.duration_ms)}"))
+    facts.add_row("usage", Text(f"{m.tokens_in} tokens in, {m.tokens_out} out, {fmt.money(m.cost_usd)}, "
+                                f"{m.tool_calls} tool calls"))
     parts: list[RenderableType] = [facts]
     if d.error:  # first: it is why one looks at a failed directive
         parts += [Text("error", style="bold"), Text(d.error, style="red")]

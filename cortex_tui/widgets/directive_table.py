@@ -16,9 +16,10 @@ COLUMNS = (("time", "Time", 8), ("kind", "Kind", 15), ("route", "Source → targ
 
 
 def directive_values(d: Directive, names: Mapping[str, str]) -> Values:
-    tokens = f"{fmt.count(d.tokens_in)}/{fmt.count(d.tokens_out)}" if d.tokens_in or d.tokens_out else "—"
+    m = d.metrics
+    tokens = f"{fmt.count(m.tokens_in)}/{fmt.count(m.tokens_out)}" if m.tokens_in or m.tokens_out else "—"
     route = (names.get(d.source_node_id, d.source_node_id), names.get(d.target_node_id, d.target_node_id))
-    return (fmt.clock(d.created_at), d.kind, route, d.priority, d.status, fmt.duration(d.duration_ms), tokens,
+    return (fmt.clock(d.created_at), d.kind, route, d.priority, d.status, fmt.duration(m.duration_ms), tokens,
             d.directive_id)
 
 

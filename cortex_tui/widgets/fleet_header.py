@@ -18,7 +18,7 @@ def header_text(fleet: FleetState | None, link: LinkState) -> Text:
     me = fleet.self_node if fleet else None
     text = Text(f"{me.name} @ {link.source_label}" if me else link.source_label, style="bold cyan")
     if fleet is not None:
-        totals = fleet.totals
+        totals = fleet.totals.usage
         text.append_text(Text.assemble(
             SEPARATOR, (f"{fleet.live_nodes}/{len(fleet.nodes)}", "bold"), " nodes up", SEPARATOR,
             "24h tokens ", (fmt.count(totals.tokens_in), "bold"), " in / ", (fmt.count(totals.tokens_out), "bold"),

@@ -14,6 +14,7 @@ def facts_table(node: Node, now_ms: int, stale_after_ms: int) -> Table:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="dim", no_wrap=True)
     table.add_column()
+    load, today = node.load, node.today
     rows: list[tuple[str, Text | str]] = [
         ("name", Text.assemble((node.name, "bold"), ("  (this dashboard's node)", "cyan") if node.is_self else "")),
         ("id", node.id),
@@ -23,13 +24,13 @@ def facts_table(node: Node, now_ms: int, stale_after_ms: int) -> Table:
         ("version", node.version or "—"),
         ("heartbeat", Text.assemble(fmt.heartbeat_age(node.heartbeat_age_ms, stale_after_ms), " ago  ",
                                     (fmt.clock(node.last_heartbeat), "dim"))),
-        ("uptime", fmt.age(int(node.uptime_seconds * 1000)) if node.uptime_seconds else "—"),
-        ("cpu", f"{node.cpu_percent:.1f} %"),
-        ("memory", fmt.memory(node.memory_used_mb, node.memory_total_mb)),
-        ("disk", fmt.memory(node.disk_used_mb, node.disk_total_mb)),
-        ("work", f"{node.active_sessions} sessions, {node.active_processes} processes"),
-        ("24h usage", f"{fmt.count(node.tokens_in_today)} in / {fmt.count(node.tokens_out_today)} out, "
-                      f"{fmt.money(node.cost_usd_today)}"),
+        ("uptime", fmt.age(int(load.uptime_seconds * 1000)) if load.uptime_seconds else "—"),
+        ("cpu", f"{load.cpu_percent:.1f} %"),
+        ("memory", fmt.memory(load.memory_used_mb, load.memory_total_mb)),
+        ("disk", fmt.memory(load.disk_used_mb, load.disk_total_mb)),
+        ("work", f"{load.active_sessions} sessions, {load.active_processes} processes"),
+        ("24h usage", f"{fmt.count(today.tokens_in)} in / {fmt.count(today.tokens_out)} out, "
+                      f"{fmt.money(today.cost_usd)}"),
         ("registered", fmt.ago(node.registered_at, now_ms)),
         ("capabilities", ", ".join(node.capabilities) or "—"),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "—"),

@@ -32,10 +32,10 @@ COLUMNS = (
     Column("address", "Host:port", 16, lambda n: n.address),
     Column("tier", "Tier", 6, lambda n: n.tier),
     Column("group", "Group", 7, lambda n: (n.group, n.name.lower())),
-    Column("sessions", "Sess", 5, lambda n: n.active_sessions, right=True),
-    Column("processes", "Proc", 5, lambda n: n.active_processes, right=True),
-    Column("cpu", "CPU%", 5, lambda n: n.cpu_percent, right=True),
-    Column("memory", "Memory", 9, lambda n: n.memory_used_mb, right=True),
+    Column("sessions", "Sess", 5, lambda n: n.load.active_sessions, right=True),
+    Column("processes", "Proc", 5, lambda n: n.load.active_processes, right=True),
+    Column("cpu", "CPU%", 5, lambda n: n.load.cpu_percent, right=True),
+    Column("memory", "Memory", 9, lambda n: n.load.memory_used_mb, right=True),
     Column("heartbeat", "Beat", 6, lambda n: math.inf if n.heartbeat_age_ms is None else n.heartbeat_age_ms,
            right=True),
     Column("id", "Id", 19, lambda n: n.id),
@@ -47,12 +47,12 @@ _AGE_STYLES = ("", "yellow", "bold red", "grey50")  # fresh, nearing stale, stal
 
 def node_values(node: Node, stale_after_ms: int) -> Values:
     """What each column shows, as plain values: cheap to compare across refreshes."""
-    age = node.heartbeat_age_ms
+    age, load = node.heartbeat_age_ms, node.load
     age_level = 3 if age is None else 2 if age >= stale_after_ms else 1 if age >= stale_after_ms / 2 else 0
     return (
         (node.name, node.is_self), node.status, node.address, _TIER_SHORT.get(node.tier, node.tier), node.group,
-        str(node.active_sessions), str(node.active_processes), f"{node.cpu_percent:.1f}",
-        fmt.memory(node.memory_used_mb, node.memory_total_mb), (fmt.age(age), age_level), node.id,
+        str(load.active_sessions), str(load.active_processes), f"{load.cpu_percent:.1f}",
+        fmt.memory(load.memory_used_mb, load.memory_total_mb), (fmt.age(age), age_level), node.id,
     )
 
 

@@ -26,7 +26,8 @@ Key = int | str  # a process is keyed by its PID, a node's branch by the node id
 
 
 def process_signature(p: Process) -> tuple:
-    return (p.name, p.agent_type, p.session_id, p.status, p.tokens_in, p.tokens_out, p.remote_pid)
+    usage = p.resources
+    return (p.name, p.agent_type, p.session_id, p.status, usage.tokens_in, usage.tokens_out, p.remote_pid)
 
 
 def process_label(p: Process) -> Text:
@@ -39,8 +40,9 @@ def process_label(p: Process) -> Text:
         label.append(f" {p.session_id}", style="dim")
     label.append("  ")
     label.append(fmt.styled(p.status, fmt.PROCESS_STATUS_STYLES))
-    if p.tokens_in or p.tokens_out:
-        label.append(f"  {fmt.count(p.tokens_in)} in / {fmt.count(p.tokens_out)} out", style="dim")
+    usage = p.resources
+    if usage.tokens_in or usage.tokens_out:
+        label.append(f"  {fmt.count(usage.tokens_in)} in / {fmt.count(usage.tokens_out)} out", style="dim")
     return label
 
 

@@ -230,13 +230,14 @@ async def test_labels_under_a_folded_branch_are_current_once_it_is_unfolded() ->
         await loaded(app)
         tree = fleet_screen(app).query_one(ProcessTree)
         later = large_fleet(nodes=50, processes=2000, tick=1)
-        process = next(p for p in later.processes if p.pid > 900_000 and p.tokens_in != tree._processes[p.pid].tokens_in)
+        process = next(p for p in later.processes
+                       if p.pid > 900_000 and p.resources.tokens_in != tree._processes[p.pid].resources.tokens_in)
         group = tree._branches[process.node_id]
         assert not group.is_expanded, "a large fleet starts folded"
         app.apply_fleet(later)
         group.expand()
         await pilot.pause()
-        assert fmt.count(process.tokens_in) in tree._branches[process.pid].label.plain
+        assert fmt.count(process.resources.tokens_in) in tree._branches[process.pid].label.plain
 
 
 async def test_the_input_of_the_filter_is_hidden_until_asked_for() -> None:

@@ -27,7 +27,8 @@ async def fleet_loaded(pilot: Pilot) -> None:
     app = pilot.app
     await wait_until(lambda: app.fleet is not None, what="the demo fleet")
     sparklines = app.screen.query_one(ResourceSparklines)
-    await wait_until(lambda: "samples" in str(sparklines.query_one(".title").content), what="the sparklines")
+    # "atlas: last 60 samples (29m30s)", not the "atlas: no samples yet" shown until the series arrives
+    await wait_until(lambda: "samples (" in str(sparklines.query_one(".title").content), what="the sparklines")
     await pilot.pause()
 
 
