@@ -880,7 +880,8 @@ class SyncStatePayload:
 class SyncStateOutput:
     namespace: str
     applied: int
-    entries: dict[str, StateItem]
+    entries: dict[str, StateItem]  # at most 256: ``more`` says another round has the rest
+    more: bool = False
 
 
 @dataclass(kw_only=True)
@@ -1001,6 +1002,7 @@ class ApiPath:
     NODE_SNAPSHOTS = PathTemplate("/api/swarm/nodes/{node_id}/snapshots")  # ?limit=&since=
     NODE_EVENTS = PathTemplate("/api/swarm/nodes/{node_id}/events")  # ?limit=
     NODE_CONTROL = PathTemplate("/api/swarm/nodes/{node_id}/{action}")  # action: one of CONTROL_ACTIONS
+    NODE_FORGET = PathTemplate("/api/swarm/nodes/{node_id}/forget")  # drop a peer and what is kept of it
     CONTROL = PathTemplate("/api/swarm/{action}")  # the answering node itself
     REPORT = "/api/swarm/report"
     TOPOLOGY = "/api/swarm/topology"
@@ -1026,7 +1028,7 @@ class ApiPath:
 API_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", ApiPath.HEALTH), ("GET", ApiPath.OPENAPI), ("GET", ApiPath.METRICS),
     ("GET", ApiPath.NODES), ("GET", ApiPath.NODES_METRICS), ("GET", ApiPath.NODE),
-    ("GET", ApiPath.NODE_SNAPSHOTS), ("GET", ApiPath.NODE_EVENTS),
+    ("GET", ApiPath.NODE_SNAPSHOTS), ("GET", ApiPath.NODE_EVENTS), ("POST", ApiPath.NODE_FORGET),
     *(("POST", ApiPath.CONTROL.replace("{action}", a)) for a in CONTROL_ACTIONS),
     *(("POST", ApiPath.NODE_CONTROL.replace("{action}", a)) for a in CONTROL_ACTIONS),
     ("GET", ApiPath.REPORT), ("GET", ApiPath.TOPOLOGY),

@@ -50,16 +50,25 @@ def jsonrpc_url(card: dict[str, Any]) -> str:
         "in supportedInterfaces")
 
 
+MAX_CARD_BYTES = 256 * 1024  # an agent card is a few KiB
+MAX_ANSWER_BYTES = 8 * 1024 * 1024  # a JSON-RPC answer (a directive's result is capped far below this)
+
+
 class A2AClient:
-    def __init__(self, session: aiohttp.ClientSession, token: str | None = None) -> None:
+    """A peer client. Answers are read with a size cap and redirects are never followed: a peer
+    must answer at the address it was asked at."""
+
+    def __init__(self, session: aiohttp.ClientSession, token: str | None = None, *,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self._session = session
         self._token = token
+        self._max_answer = max_answer_bytes
 
     async def fetch_card(self, base_url: str, timeout: float = 5) -> dict[str, Any]:
         """GET the public agent card (sent without the token: the card needs none)."""
         url = normalize_base_url(base_url) + CARD_PATH
         what = f"fetching the agent card from {_shown(url)}"
-        status, reason, raw = await self._exchange("GET", url, what, timeout)
+        status, reason, raw = await self._exchange("GET", url, what, timeout, limit=MAX_CARD_BYTES)
         if status != 200:
             raise PeerUnreachable(f"{what}: HTTP {status} {reason}".rstrip())
         card = _parse_json(raw, f"the agent card at {_shown(url)}")
@@ -118,14 +127,22 @@ class A2AClient:
             raise InvalidAgentResponseError(f"{_shown(a2a_url)} answered {method} with something that is not a Task")
         return task
 
-    async def _exchange(self, http_method: str, url: str, what: str, timeout: float,
+    async def _exchange(self, http_method: str, url: str, what: str, timeout: float, limit: int | None = None,
                         **kwargs: Any) -> tuple[int, str, bytes]:
-        """(status, reason, body), or PeerUnreachable on a connection failure or timeout; ``what``
-        names the request in that error."""
+        """(status, reason, body), or PeerUnreachable on a connection failure, a timeout or an
+        answer over the size limit; ``what`` names the request in that error."""
+        limit = limit or self._max_answer
         try:
             async with self._session.request(http_method, url, timeout=aiohttp.ClientTimeout(total=timeout),
-                                             **kwargs) as response:
-                return response.status, response.reason or "", await response.read()
+                                             allow_redirects=False, **kwargs) as response:
+                if (response.content_length or 0) > limit:
+                    raise PeerUnreachable(f"{what}: the answer is larger than {limit} bytes")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise PeerUnreachable(f"{what}: the answer is larger than {limit} bytes")
+                return response.status, response.reason or "", bytes(body)
         except TimeoutError:
             raise PeerUnreachable(f"{what}: no answer within {timeout:g} s") from None
         except aiohttp.ClientError as exc:

@@ -164,6 +164,10 @@ def openapi_document() -> dict[str, Any]:
         "/api/swarm/nodes/{node_id}/seal": {"post": _op(
             "Seal any node", _ok(_REF("SwarmNode"), "Accepted"), params=[_NODE_ID], body=control_body,
             errors=(400, 401, 404, 409, 502), ok_status="202")},
+        "/api/swarm/nodes/{node_id}/forget": {"post": _op(
+            "Forget a peer: its row, series, usage and history are dropped (it comes back if it beats again)",
+            _ok({"type": "object", "required": ["forgotten"], "properties": {"forgotten": {"type": "string"}}}),
+            params=[_NODE_ID], errors=(401, 404, 409))},
         "/api/swarm/directives/{directive_id}": {"get": _op(
             "One directive's row", _ok(_REF("DirectiveRecord")), params=[_DIRECTIVE_ID], errors=(401, 404))},
         "/api/swarm/directives/{directive_id}/cancel": {"post": _op(
@@ -177,8 +181,8 @@ def openapi_document() -> dict[str, Any]:
             errors=(400, 401))},
         "/api/swarm/state/{namespace}/{key}": {
             "get": _op("One sync_state entry", _ok(_REF("StateRecord")), params=_STATE_PARAMS, errors=(400, 401, 404)),
-            "put": {**_op("Write one sync_state entry (a new version from this node)", _ok(_REF("StateRecord")),
-                          params=_STATE_PARAMS, errors=(400, 401)),
+            "put": {**_op("Write one sync_state entry (a new version from this node); 409 when the namespace "
+                          "is full", _ok(_REF("StateRecord")), params=_STATE_PARAMS, errors=(400, 401, 409)),
                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
                         "type": "object", "required": ["value"], "properties": {"value": {}},
                         "additionalProperties": False}}}}},

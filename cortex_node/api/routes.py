@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from cortex_node.api.http import ApiError, json_response, query_enum, query_int, read_json_object
+from cortex_node.api.http import ApiError, json_response, query_enum, query_int, quote, read_json_object
 from cortex_node.api.metrics import prometheus_text
 from cortex_node.api.openapi import openapi_document
 from cortex_node.contracts import (
@@ -23,7 +23,7 @@ from cortex_node.contracts import (
     read_strict,
 )
 from cortex_node.swarm.coordinator import Coordinator
-from cortex_node.swarm.state_sync import check_state_key
+from cortex_node.swarm.state_sync import StateFull, check_state_key
 
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 routes = web.RouteTableDef()
@@ -36,7 +36,7 @@ def _coord(request: web.Request) -> Coordinator:
 def _node_id(request: web.Request) -> str:
     node_id = request.match_info["node_id"]
     if not _coord(request).has_node(node_id):
-        raise ApiError(404, f"no node with id {node_id!r}; list them with GET /api/swarm/nodes")
+        raise ApiError(404, f"no node with id {quote(node_id)}; list them with GET /api/swarm/nodes")
     return node_id
 
 
@@ -82,7 +82,7 @@ async def node_snapshots(request: web.Request) -> web.Response:
             since = parse_ts(since_raw)
         except (ValueError, OverflowError):
             raise ApiError(400, f"query parameter 'since' must be an ISO 8601 timestamp such as "
-                                f"2026-11-26T10:00:00Z; got {since_raw!r}") from None
+                                f"2026-11-26T10:00:00Z; got {quote(since_raw)}") from None
     series = await _coord(request).node_series(node_id, limit, since)
     return json_response({"nodeId": node_id, "snapshots": series})
 
@@ -146,7 +146,7 @@ async def get_directive(request: web.Request) -> web.Response:
     directive_id = request.match_info["directive_id"]
     row = await _coord(request).get_directive(directive_id)
     if row is None:
-        raise ApiError(404, f"no directive with id {directive_id!r}")
+        raise ApiError(404, f"no directive with id {quote(directive_id)}")
     return json_response(row)
 
 
@@ -155,7 +155,7 @@ async def cancel_directive(request: web.Request) -> web.Response:
     directive_id = request.match_info["directive_id"]
     row = await _coord(request).cancel_directive(directive_id)
     if row is None:
-        raise ApiError(404, f"no directive sent from this node with id {directive_id!r}")
+        raise ApiError(404, f"no directive sent from this node with id {quote(directive_id)}")
     return json_response(row)
 
 
@@ -181,7 +181,7 @@ async def get_state(request: web.Request) -> web.Response:
     namespace, key = _state_args(request)
     entry = await _coord(request).get_state(namespace, key)
     if entry is None:
-        raise ApiError(404, f"no key {key!r} in namespace {namespace!r}")
+        raise ApiError(404, f"no key {quote(key)} in namespace {quote(namespace)}")
     return json_response(entry)
 
 
@@ -193,7 +193,12 @@ async def put_state(request: web.Request) -> web.Response:
         raise ApiError(400, "the body must be {\"value\": <any JSON>}")
     if json_depth_exceeds(body):
         raise ApiError(400, f"'value' nests deeper than {MAX_JSON_DEPTH} levels")
-    entry = await _coord(request).put_state(namespace, key, body["value"])
+    try:
+        entry = await _coord(request).put_state(namespace, key, body["value"])
+    except StateFull as exc:
+        raise ApiError(409, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
     return json_response(entry)
 
 
@@ -232,6 +237,18 @@ async def seal_node(request: web.Request) -> web.Response:
     return await _control(request, "seal", request.match_info["node_id"])
 
 
+@routes.post("/api/swarm/nodes/{node_id}/forget")
+async def forget_node(request: web.Request) -> web.Response:
+    """Drop a peer and what this node keeps of it (series, usage, history); it is registered
+    again if it beats again."""
+    node_id = _node_id(request)
+    try:
+        await _coord(request).forget_node(node_id)
+    except PermissionError as exc:
+        raise ApiError(409, str(exc)) from None
+    return json_response({"forgotten": node_id})
+
+
 @routes.get("/api/swarm/events")
 async def events_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: one ``event: <kind>`` per change, a comment every 15 s to keep
@@ -248,10 +265,11 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             except asyncio.TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            if sub.dropped:
-                event["data"] = {**event["data"], "droppedBefore": sub.dropped}
+            data = event["data"]
+            if sub.dropped:  # this subscriber's own copy: every subscriber shares the event object
+                data = {**data, "droppedBefore": sub.dropped}
                 sub.dropped = 0
-            await resp.write(f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(event['data'])}\n\n".encode())
+            await resp.write(f"id: {event['id']}\nevent: {event['kind']}\ndata: {json.dumps(data)}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -125,6 +125,13 @@ class NodeRepo:
     def delete(conn: sqlite3.Connection, node_id: str) -> None:
         conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
 
+    @staticmethod
+    def forget(conn: sqlite3.Connection, node_id: str) -> None:
+        """The node and everything kept about it: series, usage buckets, history."""
+        for table, column in (("nodes", "id"), ("swarm_resource_snapshots", "node_id"),
+                              ("swarm_usage_hourly", "node_id"), ("swarm_node_events", "node_id")):
+            conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (node_id,))
+
     async def count(self) -> int:
         async with self.store.db.execute("SELECT COUNT(*) FROM nodes") as cur:
             (n,) = await cur.fetchone()

@@ -80,6 +80,11 @@ class SnapshotRepo:
         self._last.clear()
         self._counts.clear()
 
+    def forget(self, node_id: str) -> None:
+        """The node's rows were deleted (NodeRepo.forget): its cached figures go too."""
+        self._last.pop(node_id, None)
+        self._counts.pop(node_id, None)
+
     def _last_of(self, conn: sqlite3.Connection, node_id: str) -> Snapshot | None:
         if node_id in self._last:
             return self._last[node_id]

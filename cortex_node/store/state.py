@@ -46,6 +46,15 @@ class StateRepo:
         return StateEntry(r[0], json.loads(r[1]), r[2], r[3]) if r else None
 
     @staticmethod
+    def has(conn: sqlite3.Connection, namespace: str, key: str) -> bool:
+        return conn.execute("SELECT 1 FROM swarm_state WHERE namespace = ? AND key = ?",
+                            (namespace, key)).fetchone() is not None
+
+    @staticmethod
+    def count(conn: sqlite3.Connection, namespace: str) -> int:
+        return conn.execute("SELECT COUNT(*) FROM swarm_state WHERE namespace = ?", (namespace,)).fetchone()[0]
+
+    @staticmethod
     def put_if_newer(conn: sqlite3.Connection, namespace: str, entry: StateEntry, now_ms: int) -> bool:
         """A Store.write job step: write the entry unless the stored version is newer or equal."""
         current = conn.execute("SELECT hlc, origin FROM swarm_state WHERE namespace = ? AND key = ?",

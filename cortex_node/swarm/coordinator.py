@@ -356,11 +356,27 @@ class Coordinator:
         changed = await self._registry.sweep()
         for node_id in changed:
             self._membership.node_silent(node_id)
+        for node_id in await self._registry.forget_silent():
+            self._forgotten(node_id)
         now = self.clock.now_ms()
         if now - self._usage_pruned_at_ms >= USAGE_PRUNE_INTERVAL_MS:
             self._usage_pruned_at_ms = now
             await self._store.write(lambda conn: SnapshotRepo.prune_buckets(conn, now))
         return changed
+
+    async def forget_node(self, node_id: str) -> bool:
+        """An operator drops a peer and what is kept about it (it comes back if it beats again).
+        Raises PermissionError for this node itself; False for an unknown id."""
+        if node_id == self.node_id:
+            raise PermissionError("a node cannot forget itself; seal it instead")
+        if not await self._registry.forget(node_id, "forgotten by an operator"):
+            return False
+        self._forgotten(node_id)
+        return True
+
+    def _forgotten(self, node_id: str) -> None:
+        self._membership.node_forgotten(node_id)
+        self._remote.forget_node(node_id)
 
     async def discover_peers(self, endpoints: list[str] | tuple[str, ...] = ()) -> list[str]:
         return await self._membership.discover_peers(endpoints)

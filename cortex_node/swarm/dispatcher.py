@@ -39,7 +39,7 @@ from cortex_node.contracts import (
 from cortex_node.store.nodes import NodeRow
 from cortex_node.swarm.ledger import DirectiveLedger
 from cortex_node.swarm.membership import registration_from_card
-from cortex_node.swarm.node_registry import NodeRegistry
+from cortex_node.swarm.node_registry import ForeignClaim, NodeRegistry
 from cortex_node.swarm.peers import Peers
 from cortex_node.swarm.remote_kernel import RemoteKernel
 
@@ -93,7 +93,13 @@ class Dispatcher:
             card = await self._peers.card(base)
         except PeerUnreachable as exc:
             raise LookupError(f"target {base} is unreachable: {exc}") from None
-        return await self._registry.register(registration_from_card(card, base))
+        reg = registration_from_card(card, base)
+        if reg.id == self._node_id:
+            return self._registry.get(self._node_id)  # ourselves under another name of ours
+        try:
+            return await self._registry.register(reg)
+        except ForeignClaim as exc:
+            raise LookupError(f"target {base} is not usable: {exc}") from None
 
     def group_targets(self, group: str) -> list[str]:
         """The live nodes of a group: the targets of a broadcast."""

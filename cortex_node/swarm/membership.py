@@ -35,14 +35,24 @@ from cortex_node.contracts import (
     to_wire,
 )
 from cortex_node.store.nodes import NodeRow
-from cortex_node.swarm.node_registry import NodeRegistry
-from cortex_node.swarm.peers import CONTROL_METHOD, HEARTBEAT_METHOD, LEAVE_METHOD, Peers
+from cortex_node.swarm.node_registry import ForeignClaim, NodeRegistry, RegistryFull
+from cortex_node.swarm.peers import CONTROL_METHOD, HEARTBEAT_METHOD, LEAVE_METHOD, Peers, peer_base_url, peer_rpc_url
 from cortex_node.swarm.remote_kernel import RemoteKernel, processes_from_wire
 
 log = logging.getLogger("cortex.membership")
 
 SWARM_EXTENSION_URI = "https://cortex-swarm.dev/a2a/extensions/swarm/v1"
 FAN_OUT_CONCURRENCY = 32
+MAX_PROCESSES_PER_PEER = 1024  # a heartbeat listing more agents is refused (a node runs at most 64 by default)
+MAX_HINTS = 256  # digest members waiting for their card to be checked; more are dropped until there is room
+HINT_CHECKS_AT_ONCE = 8
+# bounds of a peer's self-description: generous for a real node, small enough that a hostile one
+# cannot grow every registry, digest and node list in the fleet
+MAX_NAME_CHARS = 128
+MAX_SHORT_CHARS = 64  # group, version, boot id, each capability
+MAX_LABELS = 32
+MAX_LABEL_CHARS = 256
+MAX_CAPABILITIES = 32
 BACKOFF_MAX_S = 300.0
 CARD_REFRESH_S = 300.0
 
@@ -81,6 +91,8 @@ class Membership:
         self._digest_seen: dict[str, str] = {}  # peer id -> the digest version it last sent us
         self._digest: tuple[str, dict[str, Any]] | None = None  # our digest, by version
         self._last_processes: dict[str, list] = {}  # peer id -> the process list of its last beat
+        self._hints: dict[str, str] = {}  # digest member id -> the base URL to check its card at
+        self._hint_checker: asyncio.Task | None = None
 
     def methods(self) -> dict[str, Any]:
         return {HEARTBEAT_METHOD: self.on_heartbeat, LEAVE_METHOD: self.on_leave, CONTROL_METHOD: self.on_control}
@@ -105,15 +117,18 @@ class Membership:
         async with self._fan_out_limit:
             try:
                 digest = await self._peers.heartbeat(row.rpc_url, params, timeout)
-            except (PeerUnreachable, A2AError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad peer costs its own call, never the beat of the others
                 log.debug("heartbeat to %s (%s) failed: %s", row.name, row.id, exc)
                 return
-        if isinstance(digest, dict) and isinstance(digest.get("digestVersion"), str):
+        if isinstance(digest, dict) and isinstance(digest.get("digestVersion"), str) \
+                and len(digest["digestVersion"]) <= MAX_SHORT_CHARS:
             self._digest_seen[row.id] = digest["digestVersion"]
-        await self._learn(digest)
+        self._learn(digest)
 
     async def stop(self) -> None:
-        tasks = list(self._in_flight.values())
+        tasks = list(self._in_flight.values()) + ([self._hint_checker] if self._hint_checker else [])
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -123,32 +138,63 @@ class Membership:
         async def one(row: NodeRow) -> None:
             try:
                 await self._peers.leave(row.rpc_url, self._node_id, reason)
-            except (PeerUnreachable, A2AError) as exc:
+            except Exception as exc:  # a seal must go on whatever one peer does
                 log.debug("leave notice to %s failed: %s", row.name, exc)
 
         await asyncio.gather(*(one(r) for r in self.peers()))
 
-    async def _learn(self, digest: Any) -> None:
+    def _learn(self, digest: Any) -> None:
+        """A digest's members are hints, never registrations: a member we do not know is
+        registered only once its own card, fetched at the address the digest gives, claims its
+        id (``_check_hints``). Malformed members are skipped."""
         if not isinstance(digest, dict) or not isinstance(digest.get("members"), list):
             return
-        fresh = False
         for m in digest["members"]:
-            if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not isinstance(m.get("endpoint"), str):
+            if len(self._hints) >= MAX_HINTS:
+                break
+            if not isinstance(m, dict) or not isinstance(m.get("id"), str) or not 0 < len(m["id"]) <= MAX_NAME_CHARS:
                 continue
-            if m["id"] == self._node_id or self._registry.has(m["id"]):
+            if m["id"] == self._node_id or self._registry.has(m["id"]) or m["id"] in self._hints:
                 continue
-            if self._registry.find_by_endpoint(m["endpoint"]) is not None:
-                continue  # a node we know at that address under another id: its own heartbeat decides
             try:
-                tier = NodeTier(m.get("tier", "root"))
+                url = peer_base_url(m.get("endpoint"), "member.endpoint")
             except ValueError:
-                tier = NodeTier.UNPRIVILEGED
-            await self._registry.register(SwarmNodeRegistration(
-                id=m["id"], name=str(m.get("name") or m["id"]), endpoint=normalize_base_url(m["endpoint"]),
-                a2a_endpoint=m.get("a2aEndpoint"), tier=tier, group_name=str(m.get("groupName") or "default")))
-            fresh = True
+                continue
+            if self._registry.find_by_endpoint(url) is None:  # a known address: its own heartbeat decides
+                self._hints[m["id"]] = url
+        if self._hints and (self._hint_checker is None or self._hint_checker.done()):
+            self._hint_checker = asyncio.create_task(self._check_hints(), name="membership-hints")
+
+    async def _check_hints(self) -> None:
+        limit = asyncio.Semaphore(HINT_CHECKS_AT_ONCE)
+        fresh = False
+
+        async def check(node_id: str, url: str) -> None:
+            nonlocal fresh
+            async with limit:
+                try:
+                    reg = registration_from_card(await self._peers.card(url), url)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("digest member %s at %s not verified: %s", node_id, url, exc)
+                    return
+            if reg.id != node_id:
+                log.info("digest member %s at %s: the node there is %s; not registered", node_id, url, reg.id)
+                return
+            if not self._registry.has(reg.id):
+                try:
+                    await self._registry.register(reg)
+                except (ForeignClaim, RegistryFull) as exc:
+                    log.info("digest member %s not registered: %s", node_id, exc)
+                    return
+                fresh = True
+
+        while self._hints:
+            batch, self._hints = self._hints, {}
+            await asyncio.gather(*(check(node_id, url) for node_id, url in batch.items()))
         if fresh:
-            self.beat_now.set()
+            self.beat_now.set()  # new peers hear from us now, not at the next interval
 
     # --- receiving ------------------------------------------------------------------------------
     async def on_heartbeat(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -157,19 +203,22 @@ class Membership:
             metrics = from_wire(NodeMetrics, params.get("metrics") or {}, "metrics")
             lifecycle = Lifecycle.parse(params.get("lifecycle", "active"), "lifecycle")
             snap = read_counters(params.get("counters") or {}, "counters")
+            check_peer_registration(reg, "node")
             raw_processes = params.get("processes") or []
+            if isinstance(raw_processes, list) and len(raw_processes) > MAX_PROCESSES_PER_PEER:
+                raise ValueError(f"processes lists {len(raw_processes)} entries; at most {MAX_PROCESSES_PER_PEER}")
             # most beats repeat the last list: parse and sync only what changed
             processes = None if raw_processes == self._last_processes.get(reg.id) else processes_from_wire(raw_processes)
         except (WireError, ValueError) as exc:
             raise InvalidParamsError(f"malformed heartbeat: {exc}") from None
-        if not reg.id:
-            raise InvalidParamsError("malformed heartbeat: node.id is required")
         if reg.id == self._node_id:
             raise InvalidParamsError("a heartbeat that claims to come from this node itself; is a node id duplicated?")
-        reg.endpoint = normalize_base_url(reg.endpoint)
         row = self._registry.find(reg.id)
         if row is None or _changed(row, reg):
-            await self._registry.register(reg)
+            try:
+                await self._registry.register(reg)
+            except (ForeignClaim, RegistryFull) as exc:
+                raise InvalidParamsError(f"heartbeat refused: {exc}") from None
         await self._registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
         if processes is not None:
             self._last_processes[reg.id] = raw_processes
@@ -181,6 +230,10 @@ class Membership:
         """A peer went quiet or left: what it ran is unknown until its next beat says."""
         self._last_processes.pop(node_id, None)  # so that next beat re-syncs even if unchanged
         self._remote.mark_node_unknown(node_id)
+
+    def node_forgotten(self, node_id: str) -> None:
+        for table in (self._last_processes, self._digest_seen):
+            table.pop(node_id, None)
 
     def digest(self, known_version: Any = None) -> dict[str, Any]:
         """Our membership digest; when the caller already holds the current version, only
@@ -247,7 +300,9 @@ class Membership:
             try:
                 card = await self._peers.card(url, fresh=True)
                 reg = registration_from_card(card, url)
-            except (PeerUnreachable, A2AError, LookupError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable, not a cortex-node, or a card we refuse
                 b = self._backoff.setdefault(url, _Backoff())
                 b.failures += 1
                 delay = min(BACKOFF_MAX_S, (self._settings.heartbeat_interval_ms / 1000) * 2 ** (b.failures - 1))
@@ -261,8 +316,12 @@ class Membership:
             if not self._registry.has(reg.id):
                 # a known node's heartbeats keep its row current; a card only introduces a node
                 # (or a new identity at a known address, which supersedes the old row)
+                try:
+                    await self._registry.register(reg)
+                except (ForeignClaim, RegistryFull) as exc:
+                    log.warning("not registering %s: %s", url, exc)
+                    continue
                 found.append(reg.id)
-                await self._registry.register(reg)
         if found:
             self.beat_now.set()
         return found
@@ -290,10 +349,34 @@ def registration_from_card(card: dict[str, Any], base_url: str) -> SwarmNodeRegi
         tier = NodeTier(params.get("tier", "root"))
     except ValueError:
         tier = NodeTier.UNPRIVILEGED
-    return SwarmNodeRegistration(
+    reg = SwarmNodeRegistration(
         id=node_id, name=str(card.get("name") or node_id), endpoint=base_url, a2a_endpoint=f"{base_url}/a2a",
         tier=tier, version=str(card.get("version") or ""), group_name=str(params.get("group") or "default"),
     )
+    try:
+        check_peer_registration(reg, "card")
+    except ValueError as exc:
+        raise LookupError(f"{base_url} has an agent card this node refuses: {exc}") from None
+    return reg
+
+
+def check_peer_registration(reg: SwarmNodeRegistration, where: str) -> None:
+    """What a peer says of itself, bounded and its addresses checked (its JSON-RPC URL is its own
+    base URL + /a2a). Normalises the URLs in place. Raises ValueError naming the field."""
+    if not reg.id or len(reg.id) > MAX_NAME_CHARS:
+        raise ValueError(f"{where}.id must be 1 to {MAX_NAME_CHARS} characters")
+    if not reg.name or len(reg.name) > MAX_NAME_CHARS:
+        raise ValueError(f"{where}.name must be 1 to {MAX_NAME_CHARS} characters")
+    for key, value in (("groupName", reg.group_name), ("version", reg.version), ("bootId", reg.boot_id or "")):
+        if len(value) > MAX_SHORT_CHARS:
+            raise ValueError(f"{where}.{key} must be at most {MAX_SHORT_CHARS} characters")
+    if len(reg.capabilities) > MAX_CAPABILITIES or any(len(c) > MAX_SHORT_CHARS for c in reg.capabilities):
+        raise ValueError(f"{where}.capabilities: at most {MAX_CAPABILITIES} of at most {MAX_SHORT_CHARS} characters")
+    if len(reg.labels) > MAX_LABELS or any(len(k) > MAX_LABEL_CHARS or len(v) > MAX_LABEL_CHARS
+                                           for k, v in reg.labels.items()):
+        raise ValueError(f"{where}.labels: at most {MAX_LABELS} of at most {MAX_LABEL_CHARS} characters each")
+    reg.endpoint = peer_base_url(reg.endpoint, f"{where}.endpoint")
+    reg.a2a_endpoint = peer_rpc_url(reg.a2a_endpoint, reg.endpoint, f"{where}.a2aEndpoint")
 
 
 

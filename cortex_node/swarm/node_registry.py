@@ -38,13 +38,28 @@ class UnknownNode(KeyError):
     pass
 
 
+class ForeignClaim(ValueError):
+    """A peer's registration that claims this node's own id or address."""
+
+
+class RegistryFull(ValueError):
+    """The registry holds max_nodes nodes: a new one is refused until one is forgotten."""
+
+
+MAX_NODES = 10_000
+FORGET_AFTER_MS = 24 * 3600_000  # a peer silent (offline, disconnected or sealed) this long is forgotten
+NEVER_HEARD_FACTOR = 10  # a peer never heard from is forgotten after 10 x stale_after
+
 class NodeRegistry:
     def __init__(self, store: Store, clock: Clock, *, self_id: str, stale_after_ms: int,
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None, max_nodes: int = MAX_NODES,
+                 forget_after_ms: int = FORGET_AFTER_MS) -> None:
         self.store = store
         self.clock = clock
         self.self_id = self_id
         self.stale_after_ms = stale_after_ms
+        self.max_nodes = max_nodes
+        self.forget_after_ms = forget_after_ms
         self.nodes_repo = NodeRepo(store)
         self.history = NodeHistoryRepo(store)
         self.snapshots = SnapshotRepo(store)
@@ -120,7 +135,14 @@ class NodeRegistry:
         if node_id is None:
             raise ValueError("a registration needs an id or a known endpoint")
         existing = self.nodes.get(node_id)
+        if not is_self and (node_id == self.self_id or (by_endpoint is not None and by_endpoint.is_self)):
+            # a peer may never replace, or speak for, this node's own row
+            raise ForeignClaim(f"a registration for {node_id} at {endpoint} claims this node's own "
+                               f"{'id' if node_id == self.self_id else 'address'}")
         superseded = by_endpoint if by_endpoint is not None and by_endpoint.id != node_id else None
+        if existing is None and superseded is None and len(self.nodes) >= self.max_nodes:
+            raise RegistryFull(f"this node knows {len(self.nodes)} nodes, its limit (maxNodes); "
+                               "forget silent ones first")
         parts = urlsplit(endpoint)
         row = NodeRow(
             id=node_id, name=reg.name, endpoint=endpoint, tier=reg.tier,
@@ -236,3 +258,38 @@ class NodeRegistry:
             log.warning("node %s (%s) disconnected: no heartbeat within %d ms", new.name, new.id, self.stale_after_ms)
             self._on_event("node.status", {"nodeId": new.id, "from": was[new.id].value, "to": new.status.value})
         return [r.id for r in changed]
+
+    async def forget(self, node_id: str, why: str) -> bool:
+        """Drop a peer and everything kept about it (row, series, usage, history). False for an
+        unknown id; this node's own row is never forgotten."""
+        row = self.nodes.get(node_id)
+        if row is None or row.is_self:
+            return False
+        del self.nodes[node_id]  # memory first (see register)
+        self.membership_version += 1
+
+        def job(conn: sqlite3.Connection) -> None:
+            NodeRepo.forget(conn, node_id)
+            self.snapshots.forget(node_id)  # its cache lives on the database thread, like its rows
+
+        await self.store.write(job)
+        log.info("node %s (%s) forgotten: %s", row.name, node_id, why)
+        self._on_event("node.forgotten", {"nodeId": node_id, "reason": why})
+        return True
+
+    async def forget_silent(self) -> list[str]:
+        """Forget peers silent for longer than forget_after (offline, disconnected or sealed), and
+        peers never heard from for 10 x stale_after. Returns their ids."""
+        now = self.clock.now_ms()
+        gone: dict[str, str] = {}
+        for row in list(self.nodes.values()):
+            if row.is_self or row.status.is_live:
+                continue
+            seen = max(row.last_heartbeat_ms or row.registered_at_ms, self.started_at_ms)
+            heard = row.last_heartbeat_ms is not None
+            limit = self.forget_after_ms if heard else NEVER_HEARD_FACTOR * self.stale_after_ms
+            if now - seen > limit:
+                gone[row.id] = f"{'silent' if heard else 'never heard from'} for more than {limit // 1000} s"
+        for node_id, why in gone.items():
+            await self.forget(node_id, why)
+        return list(gone)

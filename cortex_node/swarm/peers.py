@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -26,6 +27,38 @@ CONTROL_METHOD = "SwarmControl"
 LEAVE_TIMEOUT_S = 2.0
 CONTROL_TIMEOUT_S = 10.0
 CANCEL_TIMEOUT_S = 5.0
+MAX_URL_CHARS = 2048
+WORK_POOL = 100  # connections for directives, which may be held for a whole TTL
+CONTROL_POOL = 64  # heartbeats, leave, control, cancel, cards: never queued behind long directives
+
+
+def peer_base_url(value: Any, what: str) -> str:
+    """A node's base URL as somebody else told it us (a heartbeat, a digest, a request): http or
+    https, a host, no user name or password, no query or fragment. Raises ValueError naming ``what``."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_URL_CHARS:
+        raise ValueError(f"{what} must be an http(s) URL of at most {MAX_URL_CHARS} characters")
+    base = normalize_base_url(value)
+    try:
+        parts = urlsplit(base)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"{what} is not a valid URL: {base[:80]!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host; got {base[:80]!r}")
+    if "@" in parts.netloc:
+        raise ValueError(f"{what} must not carry a user name or password")
+    if parts.query or parts.fragment or "?" in base or "#" in base:
+        raise ValueError(f"{what} must not have a query or a fragment")
+    return base
+
+
+def peer_rpc_url(value: Any, base: str, what: str) -> str:
+    """A node's JSON-RPC URL: its base URL + ``/a2a`` (so a node can never point its peers, and
+    their swarm token, at another host or path). None means exactly that."""
+    rpc = f"{base}/a2a"
+    if value is not None and (not isinstance(value, str) or value.rstrip("/") != rpc):
+        raise ValueError(f"{what} must be the node's own JSON-RPC URL {rpc[:90]!r}")
+    return rpc
 
 
 @dataclass
@@ -37,30 +70,41 @@ class _CachedCard:
 class Peers:
     """The node's client side. ``connect`` before use, ``close`` at the end."""
 
-    def __init__(self, clock: Clock, token: str | None, *, pool_size: int = 100) -> None:
+    def __init__(self, clock: Clock, token: str | None) -> None:
         self.clock = clock
         self.token = token
-        self.pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
-        self._client: A2AClient | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
+        self._work: A2AClient | None = None
+        self._control: A2AClient | None = None
         self._cards: dict[str, _CachedCard] = {}
 
     async def connect(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.pool_size, limit_per_host=self.pool_size // 2 or 1)
-            self._session = aiohttp.ClientSession(connector=connector)
-            self._client = A2AClient(self._session, self.token)
+        """Two pools: directives can hold connections for a whole TTL, so membership traffic
+        (heartbeats, leave, control, cancel, cards) has its own and never waits behind them."""
+        if not self._sessions:
+            clients = []
+            for size in (WORK_POOL, CONTROL_POOL):
+                session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=size, limit_per_host=size // 2))
+                self._sessions.append(session)
+                clients.append(A2AClient(session, self.token))
+            self._work, self._control = clients
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session, self._client = self._session, None, None
+        sessions, self._sessions, self._work, self._control = self._sessions, [], None, None
+        for session in sessions:
             await session.close()
 
     @property
     def _a2a(self) -> A2AClient:
-        if self._client is None:
+        if self._work is None:
             raise RuntimeError("the peer client is not connected")
-        return self._client
+        return self._work
+
+    @property
+    def _ctl(self) -> A2AClient:
+        if self._control is None:
+            raise RuntimeError("the peer client is not connected")
+        return self._control
 
     async def card(self, url: str, *, fresh: bool = False) -> dict[str, Any]:
         """The peer's agent card, cached for a minute. Raises PeerUnreachable."""
@@ -68,7 +112,7 @@ class Peers:
         cached = self._cards.get(base)
         if cached and not fresh and self.clock.monotonic() - cached.fetched_at < CARD_TTL_S:
             return cached.card
-        card = await self._a2a.fetch_card(base)
+        card = await self._ctl.fetch_card(base)
         self._cards[base] = _CachedCard(card, self.clock.monotonic())
         return card
 
@@ -94,7 +138,7 @@ class Peers:
 
     async def _expire(self, rpc_url: str, d: SwarmDirective) -> SwarmDirectiveResult:
         try:
-            await self._a2a.cancel_task(rpc_url, d.directive_id, timeout=3.0)
+            await self._ctl.cancel_task(rpc_url, d.directive_id, timeout=3.0)
         except (A2AError, PeerUnreachable, asyncio.TimeoutError):
             pass  # it may be finished or gone; the verdict here is timed_out either way
         return SwarmDirectiveResult(d.directive_id, d.target_node_id, DirectiveResultStatus.TIMED_OUT,
@@ -102,16 +146,16 @@ class Peers:
 
     async def cancel(self, rpc_url: str, directive_id: str) -> None:
         """Ask the target to cancel a directive. Raises PeerUnreachable or A2AError."""
-        await self._a2a.cancel_task(rpc_url, directive_id, timeout=CANCEL_TIMEOUT_S)
+        await self._ctl.cancel_task(rpc_url, directive_id, timeout=CANCEL_TIMEOUT_S)
 
     async def heartbeat(self, rpc_url: str, params: dict[str, Any], timeout_s: float) -> Any:
         """One SwarmHeartbeat; the answer is the peer's membership digest. Raises PeerUnreachable
         or A2AError."""
-        return await self._a2a.call(rpc_url, HEARTBEAT_METHOD, params, timeout_s)
+        return await self._ctl.call(rpc_url, HEARTBEAT_METHOD, params, timeout_s)
 
     async def leave(self, rpc_url: str, node_id: str, reason: str) -> None:
-        await self._a2a.call(rpc_url, LEAVE_METHOD, {"nodeId": node_id, "reason": reason}, LEAVE_TIMEOUT_S)
+        await self._ctl.call(rpc_url, LEAVE_METHOD, {"nodeId": node_id, "reason": reason}, LEAVE_TIMEOUT_S)
 
     async def control(self, rpc_url: str, params: dict[str, Any]) -> Any:
         """SwarmControl (drain, undrain, seal) on a peer. Raises PeerUnreachable or A2AError."""
-        return await self._a2a.call(rpc_url, CONTROL_METHOD, params, CONTROL_TIMEOUT_S)
+        return await self._ctl.call(rpc_url, CONTROL_METHOD, params, CONTROL_TIMEOUT_S)

@@ -88,6 +88,12 @@ class RemoteKernel:
             if not proc.status.finished:
                 proc.status = ProcessStatus.UNKNOWN
 
+    def forget_node(self, node_id: str) -> None:
+        """The node was forgotten: its subtree leaves the tree."""
+        for pid in self.pids_of(node_id):
+            self.unregister_remote_process(node_id, self.processes[pid].remote_pid)
+        self._pids_by_node.pop(node_id, None)
+
     def pids_of(self, node_id: str) -> list[int]:
         return sorted(self._pids_by_node.get(node_id, ()))
 

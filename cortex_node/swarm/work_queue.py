@@ -47,6 +47,8 @@ INBOUND = DirectiveRole.INBOUND
 # served even while draining: they are how an operator watches and steers a draining fleet
 SERVED_WHILE_DRAINING = (DirectiveKind.QUERY_RESOURCES, DirectiveKind.SYNC_STATE)
 OVERRUN_GRACE_S = 5.0  # a kind enforces its TTL itself; this outer bound only catches one that does not
+MAX_QUEUED = 1000  # directives waiting for a worker; more are refused (queue_full). With the workers
+#                    this stays below the A2A task store's size, so no live task is ever evicted.
 
 
 class Rejected(Exception):
@@ -77,7 +79,7 @@ class WorkQueue:
 
     def __init__(self, ctx: KindContext, ledger: DirectiveLedger, *, lifecycle: Callable[[], Lifecycle],
                  resources: Callable[[], dict[str, Any]], ops_reply: Callable[[str], Awaitable[str]],
-                 on_event: Callable[[str, dict], None]) -> None:
+                 on_event: Callable[[str, dict], None], max_queued: int = MAX_QUEUED) -> None:
         self._ctx = ctx
         self._ledger = ledger
         self._lifecycle = lifecycle
@@ -85,6 +87,7 @@ class WorkQueue:
         self._ops_reply = ops_reply
         self._on_event = on_event
         self._kinds = queued_kinds()
+        self._max_queued = max_queued
         self._queue: asyncio.PriorityQueue[_Job] = asyncio.PriorityQueue()
         self._jobs: dict[str, _Job] = {}
         self._running = 0
@@ -214,6 +217,9 @@ class WorkQueue:
             raise Rejected("node_sealed", "the node is sealed and leaving the swarm")
         if lifecycle is Lifecycle.DRAINING and d.kind not in SERVED_WHILE_DRAINING:
             raise Rejected("node_draining", "the node is draining and takes no new work")
+        if d.kind is not DirectiveKind.QUERY_RESOURCES and self._queue.qsize() >= self._max_queued:
+            raise Rejected("queue_full", f"{self._queue.qsize()} directives are waiting for a worker, the limit; "
+                                         "try again later or another node")
         payload: Any = None
         kind = self._kinds.get(d.kind)
         if kind is not None:
@@ -260,9 +266,13 @@ class WorkQueue:
         job.handle.set_working()
         clock = self._ctx.clock
         start = clock.monotonic()
-        timeout = max(0.0, (job.deadline_ms - clock.now_ms()) / 1000)
+        timeout = (job.deadline_ms - clock.now_ms()) / 1000
         try:
-            outcome = await asyncio.wait_for(self._execute(job, timeout), timeout + OVERRUN_GRACE_S)
+            if timeout <= 0:  # its TTL ran out while it waited for a worker: it never starts
+                outcome = Outcome(DirectiveResultStatus.TIMED_OUT,
+                                  error=f"the TTL of {d.ttl_ms} ms ran out while it waited in the queue; it did not run")
+            else:
+                outcome = await asyncio.wait_for(self._execute(job, timeout), timeout + OVERRUN_GRACE_S)
         except (asyncio.TimeoutError, TimeoutError):
             outcome = Outcome(DirectiveResultStatus.TIMED_OUT, error=f"the TTL of {d.ttl_ms} ms expired while it ran")
         except (ValueError, UnknownAgentType, ProcessStartError) as exc:
