@@ -36,6 +36,8 @@ from typing import Any, Callable
 
 import psutil
 
+from bench.procs import AUTH
+
 CLIENT_BOUND_PCT = 90.0
 
 
@@ -305,7 +307,7 @@ class Run:
         self.host = spec.get("host", "127.0.0.1")
         self.port = int(spec["port"])
         path = spec.get("path", "/a2a")
-        headers = {"Host": f"{self.host}:{self.port}", "Content-Type": "application/json",
+        headers = {"Host": f"{self.host}:{self.port}", "Content-Type": "application/json", **AUTH,
                    **spec.get("headers", {"A2A-Version": "1.0"})}
         self.head = (f"{spec.get('method', 'POST')} {path} HTTP/1.1\r\n"
                      + "".join(f"{k}: {v}\r\n" for k, v in headers.items())).encode()

@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.loadgen import heartbeat_params
+from bench.procs import AUTH
 
 
 def _bind() -> socket.socket:
@@ -88,7 +89,7 @@ async def simulate(spec: dict[str, Any]) -> dict[str, Any]:
     sent: Counter[str] = Counter()
     seq = [1] * n
     seen: list[str | None] = [None] * n  # the node's digest version each peer holds, as Membership keeps it
-    headers = {"A2A-Version": "1.0", "Content-Type": "application/json"}
+    headers = {"A2A-Version": "1.0", "Content-Type": "application/json", **AUTH}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n)) as session:
 
         async def beat(k: int) -> None:

@@ -35,9 +35,15 @@ def pin(cpu: int | None, enabled: bool = True) -> list[str]:
     return ["taskset", "-c", str(cpu)]
 
 
+# Every node requires a token (one it makes itself when none is configured): the benchmark's
+# nodes share this one, and every client of the suite sends it, as operators and peers do.
+BENCH_TOKEN = "cortex-bench-token"
+AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}
+
+
 def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
+    req = urllib.request.Request(url, data=data, method=method, headers=AUTH)
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -141,7 +147,8 @@ class Procs:
         (data_dir / "runtime.json").unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "cortex_node.cli.node", "--name", name, "--port", "0", "--data-dir", str(data_dir),
                *args]
-        child = self.spawn(name, cmd, cpu, self.env({"CORTEX_SWARM_RATE_LIMIT": "1000000000", **(env or {})}))
+        child = self.spawn(name, cmd, cpu, self.env({"CORTEX_SWARM_RATE_LIMIT": "1000000000",
+                                                     "CORTEX_SWARM_TOKEN": BENCH_TOKEN, **(env or {})}))
 
         def ready() -> bool:
             if child.proc.poll() is not None:

@@ -25,7 +25,8 @@ from typing import Any
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # wrappers whose inclusive share is simply "the whole request": not a hot spot of their own
 _WRAPPERS = ("main_command", "main (cli", "<module> (cli", "run_node (app.py)", "error_middleware", "auth (api/http.py)",
-             "make_auth_middleware", "make_rate_limit_middleware.<locals>.rate_limit")
+             "make_auth_middleware", "make_rate_limit_middleware.<locals>.rate_limit", "browser_guard (api/http.py)",
+             "body_deadline_middleware (api/http.py)", "connection_tracking_middleware (api/http.py)")
 _LOCK_WAITS = ("pthread_cond_timedwait", "pthread_cond_wait", "PyThread_acquire_lock_timed", "sem_timedwait",
                "sem_wait", "take_gil")
 _SYSCALLS = {"read", "write", "writev", "readv", "pwrite64", "pread64", "pwrite", "pread", "send", "sendto", "sendmsg",

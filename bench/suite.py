@@ -24,6 +24,7 @@ import psutil
 
 from bench.loadgen import heartbeat_params, heartbeat_peers
 from bench.procs import (
+    AUTH,
     CLIENT_CPU,
     SERVER_CPU,
     Procs,
@@ -220,7 +221,7 @@ async def _join(url: str, peers: list[dict[str, Any]], concurrency: int = 16) ->
     ok = 0
     version = None
     limit = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
 
         async def one(k: int, peer: dict[str, Any]) -> None:
             nonlocal ok

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import resource
 import signal
 import socket
 from contextlib import suppress
@@ -26,10 +27,23 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
-from cortex_node.api.http import MAX_BODY_BYTES, error_middleware, make_auth_middleware, make_rate_limit_middleware
+from cortex_node.api.http import (
+    IDLE_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    ConnectionGuard,
+    GuardedSockSite,
+    HostPolicy,
+    RateLimiter,
+    body_deadline_middleware,
+    connection_tracking_middleware,
+    error_middleware,
+    make_auth_middleware,
+    make_browser_guard_middleware,
+    make_rate_limit_middleware,
+)
 from cortex_node.api.routes import COORDINATOR, routes
 from cortex_node.clock import Clock, SystemClock
-from cortex_node.config import NodeSettings, check_bind_policy
+from cortex_node.config import NodeSettings, check_bind_policy, load_or_create_operator_token, operator_token_path
 from cortex_node.contracts import HEARTBEAT_JITTER, format_ts
 from cortex_node.store.db import Store, StoreError
 from cortex_node.swarm.coordinator import Coordinator, load_or_create_node_id
@@ -52,11 +66,18 @@ def build_app(settings: NodeSettings, clock: Clock, *, node_id: str | None = Non
     if node_id is None:
         node_id = load_or_create_node_id(settings.data_dir, clock.now_ms())
     coordinator = Coordinator(settings, Store(settings.data_dir / "swarm.db"), clock, node_id)
-    middlewares = [error_middleware]
+    # outermost first: connection tracking, errors, the browser guard (Host, Origin, JSON bodies),
+    # auth (failed attempts draw on the anonymous bucket), the per-client limit, the body deadline
+    anonymous: RateLimiter | None = None
+    if settings.rate_limit_per_s > 0:
+        anonymous = RateLimiter(settings.rate_limit_per_s, 2 * settings.rate_limit_per_s, clock.monotonic)
+    middlewares = [connection_tracking_middleware, error_middleware,
+                   make_browser_guard_middleware(HostPolicy.for_settings(settings)),
+                   make_auth_middleware(settings.token, anonymous)]
     if settings.rate_limit_per_s > 0:
         middlewares.append(make_rate_limit_middleware(settings.rate_limit_per_s, 2 * settings.rate_limit_per_s,
-                                                      clock.monotonic))
-    middlewares.append(make_auth_middleware(settings.token))
+                                                      clock.monotonic, anonymous))
+    middlewares.append(body_deadline_middleware)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[COORDINATOR] = coordinator
     app.add_routes(routes)
@@ -185,9 +206,37 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         sock.close()
         raise StartupError(f"cannot listen on {host!r}: {exc.strerror}") from None
-    sock.listen(512)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+LISTEN_BACKLOG = 512
+FD_RESERVE = 256  # descriptors kept back from inbound connections: database, peers, commands, logs
+
+
+def connection_budget() -> int:
+    """How many inbound connections may be open at once: the descriptor limit (raised to its
+    hard limit, at most 65,536) less FD_RESERVE, so held-open sockets can never take the
+    descriptors the node needs for its database, its peers and its heartbeats."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    limit = 65_536 if soft == resource.RLIM_INFINITY else soft
+    return max(64, limit - FD_RESERVE)
+
+
+def operator_token(data_dir: Path) -> tuple[str, bool]:
+    """No token configured: the node's own, from (or made in) ``<data_dir>/operator_token``;
+    (token, whether it was made now)."""
+    try:
+        return load_or_create_operator_token(data_dir)
+    except OSError as exc:
+        raise StartupError(f"the data directory {data_dir} is not writable: cannot keep the operator token "
+                           f"{operator_token_path(data_dir).name} there ({exc.strerror or exc})") from None
 
 
 def prepare_data_dir(data_dir: Path) -> None:
@@ -210,11 +259,21 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
     lock.acquire()
     runner: web.AppRunner | None = None
     try:
+        made_token: bool | None = None  # None: a token was configured
+        if not settings.token:
+            token, made_token = operator_token(data_dir)
+            settings = replace(settings, token=token)
         sock = bind_socket(settings.host, settings.port)
         settings = replace(settings, port=sock.getsockname()[1], data_dir=data_dir)
-        app = build_app(settings, clock)
+        try:
+            app = build_app(settings, clock)  # writes the node id on first start
+        except OSError as exc:  # e.g. the disk filled up since prepare_data_dir
+            sock.close()
+            raise StartupError(f"the data directory {data_dir} is not writable: {exc.strerror or exc}") from None
         coordinator = app[COORDINATOR]
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        guard = ConnectionGuard(settings.max_connections_per_client, connection_budget(),
+                                settings.header_timeout_ms / 1000, IDLE_TIMEOUT_S)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT_S)
         try:
             await runner.setup()  # the node starts here (see _node_life)
         except BaseException:
@@ -225,7 +284,7 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
         gc.collect()
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        await web.SockSite(runner, sock, shutdown_timeout=5.0).start()
+        await GuardedSockSite(runner, sock, guard, shutdown_timeout=5.0, backlog=LISTEN_BACKLOG).start()
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -235,6 +294,10 @@ async def run_node(settings: NodeSettings, clock: Clock | None = None) -> int:
                                  "url": settings.client_url, "publicUrl": settings.public_url,
                                  "port": settings.port, "startedAt": format_ts(clock.now_ms())})
         log.info("cortex-node %s (%s) listening on %s, data in %s", me.name, me.id, settings.client_url, data_dir)
+        if made_token is not None:
+            log.info("no swarm token configured: every request but /healthz, the agent card and /openapi.json "
+                     "needs this node's operator token, %s %s (cortex swarm and cortex-tui on this machine read "
+                     "it from there)", "made in" if made_token else "kept in", operator_token_path(data_dir))
 
         await coordinator.shutdown_requested.wait()
         log.info("sealing: finishing in-flight work and leaving the swarm")

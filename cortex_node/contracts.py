@@ -29,6 +29,10 @@ DEFAULT_HOST = "127.0.0.1"
 REPORT_WINDOW_MS = 24 * 3600 * 1000
 HEARTBEAT_JITTER = 0.10
 SWARM_VERSION = "0.1.0"
+# limits a node keeps against its peers (config keys maxNodes, forgetAfterMs, maxQueued)
+MAX_NODES = 10_000  # nodes in one registry; a new one beyond is refused
+FORGET_AFTER_MS = 24 * 3600_000  # a peer silent this long is forgotten with what is kept of it
+MAX_QUEUED = 1000  # directives waiting for a worker (below the A2A task store's 5,000)
 
 
 class WireEnum(str, enum.Enum):
@@ -1066,7 +1070,7 @@ def error_line(status: int, body: Any, node: str = "the node") -> str:
         message = _plain_text_message(text, status)
     message = " ".join(message.split())  # one line, whatever the node wrote
     if status == 401:
-        return f"{node} refused the request (401): {message}; pass --token or set CORTEX_SWARM_TOKEN"
+        return f"{node} refused the request (401): {message}; pass --token-file or set CORTEX_SWARM_TOKEN_FILE"
     return f"{status}: {message}"
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: real node processes (session-scoped where a test only reads)."""
+"""Shared fixtures: real node processes (session-scoped where a test only reads) and in-process
+fleets (``fleet``, ``manual_fleet``: see tests/support/inproc.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,17 @@ from typing import Iterator
 
 import pytest
 
-from tests.support.nodes import NodeProcess
+from tests.support.inproc import fleet, manual_fleet  # noqa: F401  (fixtures)
+from tests.support.nodes import NodeFactory, NodeProcess
 
 
 @pytest.fixture
-def node_factory(tmp_path: Path) -> Iterator:
-    """Start nodes for one test; every one is stopped at the end."""
-    started: list[NodeProcess] = []
-
-    def make(name: str = "node", *args: str, token: str | None = None, start: bool = True) -> NodeProcess:
-        node = NodeProcess(data_dir=tmp_path / name, home=tmp_path / "home", name=name, args=list(args), token=token)
-        started.append(node)
-        return node.start() if start else node
-
-    yield make
-    for node in started:
-        node.kill()
+def node_factory(tmp_path: Path) -> Iterator[NodeFactory]:
+    """Start real nodes for one test: ``node_factory(name, *flags, token=…)``; every one is killed
+    at the end."""
+    factory = NodeFactory(tmp_path)
+    yield factory
+    factory.kill_all()
 
 
 @pytest.fixture(scope="session")

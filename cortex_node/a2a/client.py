@@ -86,7 +86,8 @@ class A2AClient:
         what = f"{method} to {_shown(a2a_url)}"
         status, reason, raw = await self._exchange("POST", a2a_url, what, timeout, json=payload, headers=headers)
         if status != 200:
-            hint = " (the swarm token is missing or wrong)" if status in (401, 403) else ""
+            hint = {401: " (the swarm token is missing or wrong)",
+                    403: " (refused: this node's address is not among the peer's names; see allowedHosts)"}.get(status, "")
             raise PeerUnreachable(f"{what}: HTTP {status} {reason}{hint}")
         answer = _parse_json(raw, f"the answer of {_shown(a2a_url)} to {method}")
         if not isinstance(answer, dict) or answer.get("id") != request_id:

@@ -166,10 +166,13 @@ class A2AServer:
             known = ", ".join([*self._methods, *self._stream_methods, *self._extensions])
             return _error_response(rpc_id, MethodNotFoundError(f"Method not found: {method!r}; this agent has {known}"))
         # Checked after the method lookup, as the SDK server does. Missing or empty means 0.3.
-        version = (request.headers.get(VERSION_HEADER) or request.query.get(VERSION_HEADER) or "").strip() or "0.3"
+        # Only the header counts, never ?A2A-Version=: a web page cannot set a header on a
+        # request it sends without asking the server first, but it can write any query string.
+        version = (request.headers.get(VERSION_HEADER) or "").strip() or "0.3"
         if not is_supported_version(version):
+            shown = version if len(version) <= 80 else version[:80] + "…"
             return _error_response(rpc_id, VersionNotSupportedError(
-                f"A2A version {version!r} is not supported; this agent speaks A2A {PROTOCOL_VERSION} "
+                f"A2A version {shown!r} is not supported; this agent speaks A2A {PROTOCOL_VERSION} "
                 f"(send the header '{VERSION_HEADER}: {PROTOCOL_VERSION}')"))
         params = body.get("params", {})
         if not isinstance(params, dict):

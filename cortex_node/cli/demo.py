@@ -1,6 +1,7 @@
 """``cortex swarm demo``: a local swarm to look at. N node processes on free loopback ports (one
-seed, a shared random token, data under .cortex-demo/), a light simulated workload so that the
-charts and the process tree move, and cortex-tui on node 1. On exit every node is sealed."""
+seed, data under .cortex-demo/, a shared random token in .cortex-demo/token that every node and the
+TUI read as a token file), a light simulated workload so that the charts and the process tree
+move, and cortex-tui on node 1. On exit every node is sealed."""
 
 from __future__ import annotations
 
@@ -47,7 +48,19 @@ def log(message: str) -> None:
     print(f"demo: {message}", file=sys.stderr, flush=True)
 
 
-def start_nodes(count: int, root: Path, token: str, interval_s: float) -> list[DemoNode]:
+def write_token_file(path: Path, token: str) -> Path:
+    """The swarm token in a file only its owner reads (nodes get --token-file: no token in ps)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return path
+
+
+def start_nodes(count: int, root: Path, token: str, interval_s: float,
+                token_file: Path | None = None) -> list[DemoNode]:
+    if token_file is None:
+        token_file = write_token_file(root / "token", token)
     nodes: list[DemoNode] = []
     for i in range(count):
         name = f"node-{i + 1}"
@@ -57,10 +70,12 @@ def start_nodes(count: int, root: Path, token: str, interval_s: float) -> list[D
         cmd = [sys.executable, "-m", "cortex_node.cli.node", "--name", name, "--port", str(port),
                "--data-dir", str(data_dir), "--group", DEMO_GROUPS[i % len(DEMO_GROUPS)],
                "--heartbeat-interval", str(interval_s), "--stale-after", str(max(6.0, interval_s * 4)),
-               "--log-level", "warning"]
+               "--log-level", "warning", "--token-file", str(token_file)]
         if nodes:
             cmd += ["--seed", nodes[0].url]
-        env = dict(os.environ, CORTEX_SWARM_TOKEN=token, CORTEX_HOME=str(root / "home"))
+        env = dict(os.environ, CORTEX_HOME=str(root / "home"))
+        for var in ("CORTEX_SWARM_TOKEN", "CORTEX_SWARM_TOKEN_FILE"):  # --token-file is the one token
+            env.pop(var, None)
         with open(data_dir / "node.log", "ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True)  # Ctrl-C in the TUI must not kill the nodes
@@ -142,20 +157,19 @@ def run_demo(count: int, tui: bool, root: Path, interval_s: float, duration: flo
     if root.exists():
         shutil.rmtree(root)  # a fresh fleet each time: old ids and ports would only confuse
     root.mkdir(parents=True)
-    token = secrets.token_urlsafe(24)
-    nodes = start_nodes(count, root, token, interval_s)
+    token = secrets.token_urlsafe(32)
+    token_file = write_token_file(root / "token", token)
+    nodes = start_nodes(count, root, token, interval_s, token_file)
     (root / "demo.json").write_text(json.dumps({"nodes": [n.url for n in nodes]}, indent=2))
-    token_file = root / "token"
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
     workload = Workload(nodes, token)
     workload.start()
     log(f"{count} nodes up, workload running; the swarm token is in {token_file}")
     try:
         if tui:
-            env = dict(os.environ, CORTEX_SWARM_TOKEN=token)
+            env = dict(os.environ, CORTEX_SWARM_TOKEN_FILE=str(token_file))
+            env.pop("CORTEX_SWARM_TOKEN", None)
             return subprocess.call([sys.executable, "-m", "cortex_tui.app", "--url", nodes[0].url], env=env)
-        log(f"no TUI: try  CORTEX_SWARM_TOKEN=$(cat {token_file}) cortex swarm nodes --url {nodes[0].url}")
+        log(f"no TUI: try  cortex swarm nodes --url {nodes[0].url} --token-file {token_file}")
         deadline = None if duration is None else time.monotonic() + duration
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.5)

@@ -53,7 +53,10 @@ def seconds_to_ms(value: Optional[float]) -> Optional[float]:
 
 @app.command(
     help="Run a Cortex Swarm node in the foreground until sealed (SIGTERM or SIGINT seal it).\n\n"
-    "Example: cortex-node --name edge-1 --port 4220 --seed http://10.0.0.5:4220 --token $TOKEN",
+    "Without a token the node makes its own operator token in the data directory (file operator_token, "
+    "mode 0600) and requires it; cortex swarm and cortex-tui on this machine read it from there. Nodes of "
+    "one swarm share a token: give each the same --token-file.\n\n"
+    "Example: cortex-node --name edge-1 --host 0.0.0.0 --seed http://10.0.0.5:4220 --token-file /etc/cortex/token",
 )
 def main_command(
     name: Optional[str] = typer.Option(None, "--name", help="Node name (default: host name)"),
@@ -65,7 +68,12 @@ def main_command(
     group: Optional[str] = typer.Option(None, "--group", help="Group name for broadcasts [default: default]"),
     tier: Optional[str] = typer.Option(None, "--tier", help="root | sudo | unprivileged [default: root]"),
     seed: Optional[list[str]] = typer.Option(None, "--seed", help="A peer's URL to join through (repeatable)"),
-    token: Optional[str] = typer.Option(None, "--token", help="Swarm secret (or CORTEX_SWARM_TOKEN)"),
+    token_file: Optional[Path] = typer.Option(
+        None, "--token-file", help="File holding the swarm token (recommended; or CORTEX_SWARM_TOKEN_FILE) "
+        "[default: the node's own operator token in the data directory]"),
+    token: Optional[str] = typer.Option(
+        None, "--token", help="The swarm token itself: visible to every user in 'ps'; prefer --token-file "
+        "(or CORTEX_SWARM_TOKEN)"),
     heartbeat_interval: Optional[float] = typer.Option(None, "--heartbeat-interval", help="Seconds [default: 30]"),
     stale_after: Optional[float] = typer.Option(None, "--stale-after", help="Seconds without heartbeat before disconnected [default: 120]"),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug | info | warning | error"),
@@ -74,6 +82,7 @@ def main_command(
         settings = settings_from_flags(
             config, name=name, host=host, port=port, advertiseUrl=advertise_url,
             dataDir=str(data_dir) if data_dir else None, group=group, tier=tier, seedNodes=seed, token=token,
+            tokenFile=str(token_file) if token_file else None,
             heartbeatIntervalMs=seconds_to_ms(heartbeat_interval), staleAfterMs=seconds_to_ms(stale_after),
             logLevel=log_level,
         )

@@ -15,7 +15,7 @@ import typer
 
 from cortex_node.cli import demo, render
 from cortex_node.cli.client import CliError, NodeClient
-from cortex_node.config import ConfigError, default_config_path, load_settings, save_swarm_section
+from cortex_node.config import ConfigError, default_config_path, load_settings, local_operator_token, save_swarm_section
 from cortex_node.contracts import ApiPath
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -36,10 +36,13 @@ def overview(ctx: typer.Context) -> None:
         raise typer.Exit(0)
 
 URL_HELP = "Node REST URL [default: from the config file, else http://127.0.0.1:4220]"
-TOKEN_HELP = "Swarm token [default: CORTEX_SWARM_TOKEN or the config file]"
+TOKEN_HELP = "The swarm token itself (visible in 'ps'; prefer --token-file)"
+TOKEN_FILE_HELP = ("File holding the swarm token [default: CORTEX_SWARM_TOKEN(_FILE), the config file, "
+                   "else the local node's operator token in its data directory]")
 # the options every command that talks to a node shares
 UrlOpt = Annotated[Optional[str], typer.Option("--url", help=URL_HELP)]
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help=TOKEN_HELP)]
+TokenFileOpt = Annotated[Optional[Path], typer.Option("--token-file", help=TOKEN_FILE_HELP)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the raw JSON")]
 
 
@@ -48,13 +51,19 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def client(url: Optional[str], token: Optional[str], config: Optional[Path] = None) -> NodeClient:
+def client(url: Optional[str], token: Optional[str], token_file: Optional[Path] = None,
+           config: Optional[Path] = None) -> NodeClient:
+    """The token: --token, --token-file, the environment, the config file; else the operator
+    token of this machine's node (its data directory as the node resolves it), and that one
+    only when the URL is that node's."""
     try:
-        settings = load_settings(config_path=config)
+        settings = load_settings(config_path=config, flags={"token": token,
+                                                            "tokenFile": str(token_file) if token_file else None})
     except ConfigError as exc:
         fail(str(exc), 2)
-    base = url or os.environ.get("CORTEX_URL") or settings.client_url
-    return NodeClient(base, token or settings.token)
+    explicit = url or os.environ.get("CORTEX_URL")
+    base = explicit or settings.client_url
+    return NodeClient(base, settings.token or local_operator_token(settings, explicit))
 
 
 def call(fn, *args: Any) -> Any:
@@ -68,9 +77,9 @@ def emit_json(doc: Any) -> None:
     typer.echo(json.dumps(doc, indent=2))
 
 
-def show(url: Optional[str], token: Optional[str], as_json: bool, path: str, view: Callable[[Any], None],
-         params: Optional[dict[str, Any]] = None) -> None:
-    doc = call(client(url, token).get, path, params)
+def show(url: Optional[str], token: Optional[str], token_file: Optional[Path], as_json: bool, path: str,
+         view: Callable[[Any], None], params: Optional[dict[str, Any]] = None) -> None:
+    doc = call(client(url, token, token_file).get, path, params)
     if as_json:
         return emit_json(doc)
     view(doc)
@@ -78,28 +87,28 @@ def show(url: Optional[str], token: Optional[str], as_json: bool, path: str, vie
 
 @swarm.command("nodes", help="List the nodes the node knows, with status and resources.\n\n"
                "Example: cortex swarm nodes --json | jq '.nodes[].status'")
-def nodes_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, ApiPath.NODES, render.nodes_table)
+def nodes_cmd(url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, token_file, as_json, ApiPath.NODES, render.nodes_table)
 
 
 @swarm.command("topology", help="Print the fleet's process tree (remote processes under their node).\n\n"
                "Example: cortex swarm topology")
-def topology_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, ApiPath.TOPOLOGY, render.topology_tree)
+def topology_cmd(url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, token_file, as_json, ApiPath.TOPOLOGY, render.topology_tree)
 
 
 @swarm.command("report", help="Fleet resource usage over the last 24 hours, per node and in total.\n\n"
                "Example: cortex swarm report --json")
-def report_cmd(url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, ApiPath.REPORT, render.report_table)
+def report_cmd(url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, token_file, as_json, ApiPath.REPORT, render.report_table)
 
 
 @swarm.command("directives", help="The directive audit trail, newest first.\n\n"
                "Example: cortex swarm directives --status failed --limit 20")
 def directives_cmd(status: Optional[str] = typer.Option(None, "--status", help="pending | dispatched | completed | failed | cancelled | timed_out"),
                    limit: int = typer.Option(50, "--limit", help="At most this many rows (1-1000)"),
-                   url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
-    show(url, token, as_json, ApiPath.DIRECTIVES, render.directives_table, {"limit": limit, "status": status or None})
+                   url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None, as_json: JsonOpt = False) -> None:
+    show(url, token, token_file, as_json, ApiPath.DIRECTIVES, render.directives_table, {"limit": limit, "status": status or None})
 
 
 @swarm.command("dispatch", help="Send a directive to a node (by id or URL) or to every live node of a group.\n\n"
@@ -111,7 +120,7 @@ def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_tas
                  priority: str = typer.Option("normal", "--priority", help="low | normal | high | critical"),
                  ttl: float = typer.Option(120.0, "--ttl", help="Seconds the directive may take"),
                  wait: bool = typer.Option(True, "--wait/--no-wait", help="Wait for the result (default) or return at once"),
-                 url: UrlOpt = None, token: TokenOpt = None,
+                 url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None,
                  as_json: JsonOpt = False) -> None:
     if (target is None) == (group is None):
         fail("name exactly one of --target or --group", 2)
@@ -131,7 +140,7 @@ def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_tas
         body["targetEndpoint"] = target
     else:
         body["targetNodeId"] = target
-    c = client(url, token)
+    c = client(url, token, token_file)
     c.timeout = ttl + 10
     if wait:
         typer.echo(f"dispatching {kind}; waiting up to {ttl:g} s for the result…", err=True)
@@ -144,12 +153,12 @@ def dispatch_cmd(kind: str = typer.Argument(..., help="spawn_agent | execute_tas
         raise typer.Exit(1)
 
 
-def _control(action: str, url: Optional[str], token: Optional[str], reason: str, as_json: bool,
-             node: Optional[str] = None, deadline: Optional[float] = None) -> None:
+def _control(action: str, url: Optional[str], token: Optional[str], token_file: Optional[Path], reason: str,
+             as_json: bool, node: Optional[str] = None, deadline: Optional[float] = None) -> None:
     body: dict[str, Any] = {"reason": reason}
     if deadline is not None:
         body["deadlineSeconds"] = deadline
-    doc = call(client(url, token).post, ApiPath.control(action, node or None), body)
+    doc = call(client(url, token, token_file).post, ApiPath.control(action, node or None), body)
     if as_json:
         return emit_json(doc)
     render.control_result(action, doc)
@@ -162,27 +171,27 @@ NODE_HELP = "Act on this node (id) through the node at --url [default: the node 
                "Example: cortex swarm drain --node node_mwx2k1_ab3cd --deadline 300 --reason 'kernel upgrade'")
 def drain_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
               deadline: Optional[float] = typer.Option(None, "--deadline", help="Cancel what still runs after this many seconds"),
-              url: UrlOpt = None, token: TokenOpt = None,
+              url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None,
               reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
               as_json: JsonOpt = False) -> None:
-    _control("drain", url, token, reason, as_json, node, deadline)
+    _control("drain", url, token, token_file, reason, as_json, node, deadline)
 
 
 @swarm.command("undrain", help="Let a drained node take work again.\n\nExample: cortex swarm undrain")
 def undrain_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
-                url: UrlOpt = None, token: TokenOpt = None,
+                url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None,
                 reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
                 as_json: JsonOpt = False) -> None:
-    _control("undrain", url, token, reason, as_json, node)
+    _control("undrain", url, token, token_file, reason, as_json, node)
 
 
 @swarm.command("seal", help="Seal the node: stop its heartbeat, finish in-flight work, and stop the daemon (exit 0).\n\n"
                "Example: cortex swarm seal --url http://127.0.0.1:4221")
 def seal_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
-             url: UrlOpt = None, token: TokenOpt = None,
+             url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None,
              reason: str = typer.Option("operator", "--reason", help="Recorded in the node's events"),
              as_json: JsonOpt = False) -> None:
-    _control("seal", url, token, reason, as_json, node)
+    _control("seal", url, token, token_file, reason, as_json, node)
 
 
 @swarm.command("init", help="Save this machine's node settings to the config file and start the node.\n\n"

@@ -2,7 +2,14 @@
 
 An agent is a process of a configured type, registered in the OsKernel with role "agent". The
 types are the built-ins ``echo`` and ``sim`` plus settings.agents (name -> {"argv": [...],
-"unprivileged": bool, "env": {...}}); a configured name replaces a built-in.
+"unprivileged": bool, "env": {...}, "acceptsEnv": [names], "allowOptionValues": bool}); a
+configured name replaces a built-in. ``acceptsEnv`` names the variables a directive may set for
+this type on nodes below root (policy.py); ``allowOptionValues`` lets an ``{instruction}`` that
+begins with '-' start an argv element, on root nodes only (otherwise it is refused: it would be
+read as an option).
+
+A node runs at most ``max_agents`` live agents (attached and detached together; MAX_AGENTS by
+default); one more is refused with AgentLimitReached, naming the limit.
 
 What an agent program can rely on:
 - its instruction: in argv, where an element of its type's argv holds ``{instruction}``;
@@ -11,7 +18,9 @@ What an agent program can rely on:
   line; an attached one gets end-of-file right after its instruction.
 - stdout is its output, except lines ``{"cortex": "usage", "tokensIn": n, "tokensOut": n,
   "costUsd": x, "toolCalls": n}`` (all optional), which add to its resource counters.
-- its environment names it: CORTEX_NODE_ID, CORTEX_AGENT_ID, CORTEX_SESSION_ID, CORTEX_KERNEL_PID.
+- its environment names it: CORTEX_NODE_ID, CORTEX_AGENT_ID, CORTEX_SESSION_ID, CORTEX_KERNEL_PID
+  (and CORTEX_CHILD_TAG when the node records its children: how a restarted node finds what an
+  agent left running, see children.py).
 - SIGTERM to its process group asks it to stop; SIGKILL follows after a grace period.
 """
 
@@ -23,23 +32,34 @@ import logging
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import psutil
 
 from cortex_node.clock import Clock
 from cortex_node.contracts import NodeTier, ProcessInfo, ProcessStatus, RunMetrics, new_id
+from cortex_node.kernel.children import ChildTracker
 from cortex_node.kernel.commands import (
+    OPTION_OPT_IN,
     OUTPUT_LIMIT,
     CappedBuffer,
     ChildProcess,
     ExitStatus,
     fill_placeholders,
+    option_placeholders,
     parse_env,
     placeholders,
     wait_until,
 )
-from cortex_node.kernel.policy import check_spawn, child_environment
+from cortex_node.kernel.policy import (
+    NotPermitted,
+    check_allowed_env_names,
+    check_spawn,
+    child_environment,
+    is_code_env,
+    option_values_refusal,
+)
 from cortex_node.kernel.process_table import OsKernel
 
 log = logging.getLogger("cortex.agents")
@@ -51,7 +71,8 @@ TERMINATE_GRACE_S = 2.0
 STDERR_LIMIT = 16 * 1024
 MAX_PENDING_LINE = 64 * 1024  # longer unfinished lines pass as output (usage lines are far shorter)
 TRUNCATION_MARKER = "\n[output truncated by cortex-node: {dropped} more bytes]\n"
-AGENT_TYPE_KEYS = ("argv", "unprivileged", "env")
+MAX_AGENTS = 64  # live agents per node, attached and detached together (swarm.maxAgents)
+AGENT_TYPE_KEYS = ("argv", "unprivileged", "env", "acceptsEnv", OPTION_OPT_IN)
 USAGE_FIELDS = (("tokensIn", "tokens_in", int), ("tokensOut", "tokens_out", int),
                 ("costUsd", "cost_usd", float), ("toolCalls", "tool_calls", int))
 
@@ -60,12 +81,20 @@ class UnknownAgentType(ValueError):
     pass
 
 
+class AgentLimitReached(NotPermitted):
+    """The node already runs as many live agents as it may."""
+
+    reason = "agent_limit"
+
+
 @dataclass(frozen=True)
 class AgentType:
     name: str
     argv: tuple[str, ...]
     unprivileged: bool = False  # safe to run on an unprivileged node
     env: Mapping[str, str] = field(default_factory=dict)
+    accepts_env: frozenset[str] = frozenset()  # names a directive may set for it below root
+    allow_option_values: bool = False  # an {instruction} may begin an argv element with '-' (root only)
 
     @property
     def instruction_in_argv(self) -> bool:
@@ -75,7 +104,7 @@ class AgentType:
 BUILTIN_AGENT_TYPES = {
     "echo": AgentType("echo", (sys.executable, "-m", "cortex_node.kernel.echo_agent"), unprivileged=True),
     "sim": AgentType("sim", (sys.executable, "-m", "cortex_node.kernel.sim_agent", "--instruction={instruction}"),
-                     unprivileged=True),
+                     unprivileged=True, accepts_env=frozenset({"CORTEX_SIM_SECONDS"})),
 }
 
 
@@ -102,7 +131,17 @@ def load_agent_types(config: Mapping[str, Any]) -> dict[str, AgentType]:
             env = parse_env(conf.get("env", {}))
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
-        types[name] = AgentType(name, tuple(argv), unprivileged, env)
+        accepts = conf.get("acceptsEnv", [])
+        if not isinstance(accepts, list):
+            raise ValueError(f"{where}.acceptsEnv must be a list of environment variable names")
+        try:
+            accepts = check_allowed_env_names(accepts)
+        except ValueError as exc:
+            raise ValueError(f"{where}.acceptsEnv: {exc}") from None
+        opted_in = conf.get(OPTION_OPT_IN, False)
+        if not isinstance(opted_in, bool):
+            raise ValueError(f"{where}.{OPTION_OPT_IN} must be true or false")
+        types[name] = AgentType(name, tuple(argv), unprivileged, env, frozenset(accepts), opted_in)
     return types
 
 
@@ -243,10 +282,12 @@ class RunningAgent:
         self._child.close_stdin()
 
     async def _start(self, argv: list[str], env: dict[str, str], first_line: str | None, detach: bool,
-                     on_finished: Callable[[RunningAgent], None]) -> None:
+                     on_finished: Callable[[RunningAgent], None], tracker: ChildTracker | None = None,
+                     what: str = "") -> None:
         self._child = await ChildProcess.start(
             argv, cwd=None, env=env, on_stdout=self._stdout.feed, on_stderr=self._stderr.add,
-            with_stdin=first_line is not None or detach,
+            with_stdin=first_line is not None or detach, tracker=tracker, what=what,
+            pdeathsig=True,  # an agent outliving its node would work (and spend) for nobody
         )
         self.os_pid = self._info.os_pid = self._child.pid
         if first_line is not None:
@@ -331,14 +372,71 @@ class AgentRuntime:
     are kept here; the kernel's process table keeps their history."""
 
     def __init__(self, kernel: OsKernel, clock: Clock, agent_types: Mapping[str, Any], *, tier: NodeTier,
-                 output_limit: int = OUTPUT_LIMIT, sample_interval: float = SAMPLE_INTERVAL_S) -> None:
+                 output_limit: int = OUTPUT_LIMIT, sample_interval: float = SAMPLE_INTERVAL_S,
+                 allowed_env: Sequence[str] = (), max_agents: int = MAX_AGENTS,
+                 state_dir: Path | None = None) -> None:
+        """``allowed_env``: names directives may set below root (swarm.allowedEnv), for agents and
+        for execute_task; ``max_agents``: live agents at most (swarm.maxAgents); ``state_dir``:
+        where live children are recorded, so that a restart can end what a crash left running
+        (children.reap_orphans on the same directory); None records nothing."""
+        if isinstance(max_agents, bool) or not isinstance(max_agents, int) or max_agents < 1:
+            raise ValueError(f"max_agents must be an integer >= 1, got {max_agents!r}")
         self.kernel = kernel
         self.clock = clock
         self.tier = tier
         self.types = load_agent_types(agent_types)
         self.output_limit = output_limit
         self.sample_interval = sample_interval
+        self.allowed_env = tuple(allowed_env)
+        ignored = [name for name in self.allowed_env if is_code_env(name)]
+        if ignored:  # refused whatever the list says (policy.check_env): say so once, at start
+            log.warning("swarm.allowedEnv lists %s, which decide(s) which code runs: directives below root "
+                        "still may not set them", ", ".join(ignored))
+        self.max_agents = max_agents
+        self.children = ChildTracker(state_dir)  # shared with execute_task's commands
         self._agents: dict[str, RunningAgent] = {}  # agent id -> live agent
+        self._starting = 0  # spawns between the limit check and their entry in _agents
+
+    def admit(self, agent_type: str, instruction: Any, env: Mapping[str, Any] | None) -> None:
+        """The policy part of spawn, for admission: raises NotPermitted (AgentLimitReached) when
+        the tier or the limit refuses it. What is merely malformed fails when it runs."""
+        conf = self.types.get(agent_type)
+        if conf is None:  # fails when it runs, naming the known types
+            return
+        try:
+            extra_env = parse_env(env or {})
+        except ValueError:
+            return
+        check_spawn(self.tier, conf, extra_env, self.allowed_env)
+        if isinstance(instruction, str):
+            try:
+                self._check_instruction(conf, instruction)
+            except ValueError:  # an option-like instruction without the opt-in: it fails when it runs
+                pass
+        self._check_limit()
+
+    def live_agents(self) -> int:
+        return len(self._agents) + self._starting
+
+    def _check_limit(self) -> None:
+        if self.live_agents() >= self.max_agents:
+            raise AgentLimitReached(
+                f"this node already runs {self.live_agents()} live agents, its limit (maxAgents = {self.max_agents}, "
+                "attached and detached together): wait for one to end, end a detached one, or send the work to "
+                "another node")
+
+    def _check_instruction(self, conf: AgentType, instruction: str) -> None:
+        """An instruction that would begin an argv element with '-' would be read as an option."""
+        if not conf.instruction_in_argv or not option_placeholders(conf.argv, {"instruction": instruction}):
+            return
+        if not conf.allow_option_values:
+            raise ValueError(
+                f"the instruction begins with '-' ({instruction[:40]!r}) and agent type {conf.name!r} puts "
+                f"{{instruction}} at the start of an argument of {conf.argv[0]!r}, which would read it as an "
+                f"option; send it without the leading '-', or the type's argv can put '--' before "
+                f"{{instruction}} (or opt in with \"{OPTION_OPT_IN}\": true, root nodes only)")
+        if self.tier is not NodeTier.ROOT:
+            raise NotPermitted(option_values_refusal(self.tier, f"agent type {conf.name!r}", "instruction"))
 
     async def spawn(self, agent_type: str, instruction: str, *, session_id: str | None = None,
                     env: Mapping[str, str] | None = None, parent_pid: int = 1, detach: bool = False) -> RunningAgent:
@@ -354,9 +452,11 @@ class AgentRuntime:
         if session_id is not None and (not isinstance(session_id, str) or not session_id):
             raise ValueError(f"sessionId must be a non-empty string, got {session_id!r}")
         extra_env = parse_env(env or {})
-        check_spawn(self.tier, conf, extra_env)
+        check_spawn(self.tier, conf, extra_env, self.allowed_env)
         if parent_pid not in self.kernel.processes:
             raise ValueError(f"parent pid {parent_pid} is not in this node's process table")
+        self._check_instruction(conf, instruction)
+        self._check_limit()
         if conf.instruction_in_argv:
             if "\0" in instruction:
                 raise ValueError("the instruction contains a NUL character, which cannot travel in argv")
@@ -378,11 +478,16 @@ class AgentRuntime:
             "CORTEX_NODE_ID": self.kernel.node_id, "CORTEX_AGENT_ID": agent_id,
             "CORTEX_SESSION_ID": session_id, "CORTEX_KERNEL_PID": str(info.pid),
         })
+        what = f"agent {agent_id} ({agent_type}) in session {session_id}"
+        self._starting += 1
         try:
-            await agent._start(argv, child_env, first_line, detach, on_finished=self._forget)
+            await agent._start(argv, child_env, first_line, detach, on_finished=self._forget,
+                               tracker=self.children, what=what)
         except BaseException:
             self.kernel.finish(info.pid, ProcessStatus.FAILED, None)
             raise
+        finally:
+            self._starting -= 1
         self._agents[agent_id] = agent
         log.info("agent %s (%s, kernel pid %s, os pid %s) started in session %s",
                  agent_id, agent_type, info.pid, agent.os_pid, session_id)

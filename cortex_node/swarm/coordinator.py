@@ -48,9 +48,11 @@ from cortex_node.contracts import (
     to_wire,
 )
 from cortex_node.kernel.agents import AgentRuntime
+from cortex_node.kernel.children import reap_orphans
 from cortex_node.kernel.process_table import OsKernel
 from cortex_node.kernel.sampler import HostSample, HostSampler
 from cortex_node.store.db import Store
+from cortex_node.store.history import NodeHistoryRepo
 from cortex_node.store.messages import MessageRepo
 from cortex_node.store.snapshots import SnapshotRepo
 from cortex_node.swarm import ops_skill
@@ -68,6 +70,7 @@ from cortex_node.swarm.work_queue import WorkQueue
 log = logging.getLogger("cortex.coordinator")
 
 USAGE_PRUNE_INTERVAL_MS = 3_600_000  # hourly usage buckets are pruned about once an hour
+CHILDREN_DIR = "children"  # in the data directory: one record per live command or agent (kernel/children.py)
 
 
 def load_or_create_node_id(data_dir: Path, now_ms: int) -> str:
@@ -100,7 +103,8 @@ class Coordinator:
         self._store = store
         self._feed = ChangeFeed()
         self._registry = NodeRegistry(store, clock, self_id=node_id, stale_after_ms=settings.stale_after_ms,
-                                      on_event=self._emit)
+                                      on_event=self._emit, max_nodes=settings.max_nodes,
+                                      forget_after_ms=settings.forget_after_ms)
         self._snapshots: SnapshotRepo = self._registry.snapshots
         self._kernel = OsKernel(node_id=node_id, clock=clock)
         self._sampler = HostSampler(settings.data_dir)
@@ -115,12 +119,14 @@ class Coordinator:
             peers=self._peers, remote=self._remote, control_self=self._control_self, on_event=self._emit)
         self._dispatcher = Dispatcher(node_id=node_id, clock=clock, registry=self._registry, peers=self._peers,
                                       ledger=self._ledger, remote=self._remote, on_event=self._emit)
-        agents = AgentRuntime(self._kernel, clock, settings.agents, tier=settings.tier)
+        agents = AgentRuntime(self._kernel, clock, settings.agents, tier=settings.tier,
+                              allowed_env=settings.allowed_env, max_agents=settings.max_agents,
+                              state_dir=settings.data_dir / CHILDREN_DIR)
         self._work = WorkQueue(
             KindContext(node_id=node_id, settings=settings, clock=clock, agents=agents, store=store,
                         inbox=self._inbox, state=self._state),
             self._ledger, lifecycle=lambda: self.lifecycle, resources=self.resources,
-            ops_reply=lambda text: ops_skill.answer(self, text), on_event=self._emit)
+            ops_reply=lambda text: ops_skill.answer(self, text), on_event=self._emit, max_queued=settings.max_queued)
         self._a2a = A2AServer(self._work, self.card_info, clock, extension_methods=self._membership.methods())
         self._drain_deadline: asyncio.Task | None = None
         self._usage_pruned_at_ms = 0
@@ -135,12 +141,27 @@ class Coordinator:
         await self._store.close()
 
     async def start(self) -> SwarmNode:
-        """Register, open the peer client, start the directive workers, pick up unfinished sends."""
+        """Register, end what a kill -9 of the previous run left running, open the peer client,
+        start the directive workers, pick up unfinished sends."""
         node = await self.register_self()
+        await self._end_orphans()
         await self._peers.connect()
         await self._work.start()
         await self._dispatcher.resume()
         return node
+
+    async def _end_orphans(self) -> None:
+        """Commands and agents that outlived a kill -9 of this node's previous run are ended
+        before any new work starts; each goes into the node's history (and its log)."""
+        ended = await reap_orphans(self.settings.data_dir / CHILDREN_DIR)
+        if ended:
+            now = self.clock.now_ms()
+
+            def write(conn) -> None:
+                for line in ended:
+                    NodeHistoryRepo.add(conn, self.node_id, "orphan_ended", line, now)
+
+            await self._store.write(write)
 
     async def stop(self, deadline_s: float = 10.0) -> None:
         """In-flight work finishes within the deadline; then everything is closed. Idempotent."""
@@ -332,14 +353,25 @@ class Coordinator:
         return self._registry.to_wire(row)
 
     async def wait_for_beat_request(self, timeout_s: float) -> None:
-        """Sleep until the next beat is due, or until peers should hear from us at once (new
-        peers learned, a drain): a request made while the last beat ran counts too."""
+        """Sleep on the node's clock until the next beat is due, or until peers should hear from
+        us at once (new peers learned, a drain): a request made while the last beat ran counts too."""
         wake = self._membership.beat_now
-        try:
-            await asyncio.wait_for(wake.wait(), timeout_s)
-        except asyncio.TimeoutError:
-            pass
+        if not wake.is_set():
+            # the sleep runs in a task named after the caller, so a test clock sees the loop asleep
+            caller = asyncio.current_task()
+            due = asyncio.create_task(self.clock.sleep(timeout_s), name=caller.get_name() if caller else None)
+            requested = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait({due, requested}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                due.cancel()
+                requested.cancel()
         wake.clear()
+
+    def membership_busy(self) -> bool:
+        """Membership has work under way (a beat requested, heartbeat calls or checks of digest
+        members in flight): what a test driving a fleet on a manual clock waits out."""
+        return self._membership.busy()
 
     def note_loop_lag(self, lag_s: float) -> None:
         """Record how late the event loop ran. A long stall (a blocking handler, SIGSTOP, a

@@ -127,6 +127,11 @@ class Membership:
             self._digest_seen[row.id] = digest["digestVersion"]
         self._learn(digest)
 
+    def busy(self) -> bool:
+        """A beat is requested, or heartbeat calls or checks of digest members are under way."""
+        checking = self._hint_checker is not None and not self._hint_checker.done()
+        return self.beat_now.is_set() or bool(self._in_flight) or checking
+
     async def stop(self) -> None:
         tasks = list(self._in_flight.values()) + ([self._hint_checker] if self._hint_checker else [])
         for task in tasks:

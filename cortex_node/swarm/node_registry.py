@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from cortex_node.clock import Clock
 from cortex_node.contracts import (
+    FORGET_AFTER_MS,
+    MAX_NODES,
     Lifecycle,
     NodeMetrics,
     NodeStatus,
@@ -46,8 +48,6 @@ class RegistryFull(ValueError):
     """The registry holds max_nodes nodes: a new one is refused until one is forgotten."""
 
 
-MAX_NODES = 10_000
-FORGET_AFTER_MS = 24 * 3600_000  # a peer silent (offline, disconnected or sealed) this long is forgotten
 NEVER_HEARD_FACTOR = 10  # a peer never heard from is forgotten after 10 x stale_after
 
 class NodeRegistry:

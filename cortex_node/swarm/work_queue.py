@@ -21,6 +21,7 @@ from cortex_node.a2a.errors import InvalidParamsError
 from cortex_node.a2a.tasks import TaskHandle, TaskStore
 from cortex_node.a2a.wire import data_part, make_message, text_part
 from cortex_node.contracts import (
+    MAX_QUEUED,
     DirectiveKind,
     DirectiveResultStatus,
     DirectiveRole,
@@ -47,8 +48,8 @@ INBOUND = DirectiveRole.INBOUND
 # served even while draining: they are how an operator watches and steers a draining fleet
 SERVED_WHILE_DRAINING = (DirectiveKind.QUERY_RESOURCES, DirectiveKind.SYNC_STATE)
 OVERRUN_GRACE_S = 5.0  # a kind enforces its TTL itself; this outer bound only catches one that does not
-MAX_QUEUED = 1000  # directives waiting for a worker; more are refused (queue_full). With the workers
-#                    this stays below the A2A task store's size, so no live task is ever evicted.
+# MAX_QUEUED directives wait for a worker; more are refused (queue_full). With the workers this stays
+# below the A2A task store's size, so no live task is ever evicted.
 
 
 class Rejected(Exception):

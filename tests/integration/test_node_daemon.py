@@ -70,13 +70,13 @@ def test_unknown_things_are_json_404s(shared_node) -> None:
     assert status == 404 and "node_nope" in body["error"]["message"]
     status, body = shared_node.get("/api/nothing")
     assert status == 404 and body["error"]["code"] == "not_found"
-    status, body = http("DELETE", shared_node.url + "/api/swarm/nodes")
+    status, body = http("DELETE", shared_node.url + "/api/swarm/nodes", token=shared_node.token)
     assert status == 405 and body["error"]["code"] == "method_not_allowed"
 
 
 def test_bad_control_bodies_change_nothing(shared_node) -> None:
     for raw in (b"{nope", b"[1]", json.dumps({"reason": 5}).encode()):
-        status, body = http("POST", shared_node.url + "/api/swarm/drain", raw=raw)
+        status, body = http("POST", shared_node.url + "/api/swarm/drain", raw=raw, token=shared_node.token)
         assert status == 400, body
     assert shared_node.get("/healthz")[1]["status"] == "online"
 

@@ -1,22 +1,25 @@
 """Fixtures of the reliability and security suite: real cortex-node processes on 127.0.0.1.
 
-``nodes`` starts nodes for one test and kills every one of them (and whatever an execute_task of
-theirs left running, found by the test's ``marker``) at the end, also when the test fails.
+``nodes`` starts nodes for one test (``tests.support.nodes.NodeFactory``: name, flags, token,
+extra environment, entry module, data directory) and kills every one of them (and whatever an
+execute_task of theirs left running, found by the test's ``marker``) at the end, also when the
+test fails.
 """
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
-from tests.reliability.helpers import Node, kill_strays
+from tests.reliability.helpers import kill_strays
+from tests.support.nodes import NodeFactory
 
 FAST = ["--heartbeat-interval", "0.3", "--stale-after", "1.5"]
 
-NodeMaker = Callable[..., Node]
+NodeMaker = NodeFactory
 
 
 @pytest.fixture
@@ -28,17 +31,8 @@ def marker() -> Iterator[str]:
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, marker: str) -> Iterator[NodeMaker]:
-    started: list[Node] = []
-
-    def make(name: str = "node", *args: str, token: str | None = None, extra_env: dict[str, str] | None = None,
-             module: str = "cortex_node.cli.node", start: bool = True, data_dir: Path | None = None) -> Node:
-        node = Node(data_dir=data_dir or tmp_path / name, home=tmp_path / "home", name=name, args=list(args),
-                    token=token, extra_env=dict(extra_env or {}), module=module)
-        started.append(node)
-        return node.start() if start else node
-
-    yield make
-    for node in started:
-        node.kill()
+def nodes(tmp_path: Path, marker: str) -> Iterator[NodeFactory]:
+    factory = NodeFactory(tmp_path)
+    yield factory
+    factory.kill_all()
     kill_strays(marker)

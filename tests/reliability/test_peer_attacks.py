@@ -255,3 +255,32 @@ def test_a_busy_dispatcher_keeps_heartbeating(nodes, marker) -> None:
         assert b.status_of(a.node_id) == "connected", "the dispatcher was taken for gone"
         time.sleep(0.2)
     assert b.get_ok("/healthz")["queue"]["queued"] > 0  # the work was still holding its connections
+
+
+def test_fresh_ids_cannot_grow_the_registry_past_its_limit_and_silent_ones_are_forgotten(nodes) -> None:
+    a = nodes("a", *FAST, token=TOKEN, extra_env={"CORTEX_SWARM_MAX_NODES": "3",
+                                                  "CORTEX_SWARM_FORGET_AFTER_MS": "1000"})
+    answers = [a.rpc("SwarmHeartbeat", beat(f"node_fake{i}", f"http://127.0.0.1:{9 + i}"))[1] for i in range(5)]
+    assert ["result" in doc for doc in answers] == [True, True, False, False, False], answers
+    assert "maxNodes" in answers[2]["error"]["message"]
+    assert len(a.statuses()) == 3
+    # silent for longer than forgetAfterMs (after stale_after made them disconnected): forgotten
+    wait_for(lambda: set(a.statuses()) == {a.node_id}, timeout=15, what="the silent fakes forgotten")
+    assert a.query("SELECT COUNT(*) FROM swarm_resource_snapshots WHERE node_id LIKE 'node_fake%'")[0][0] == 0
+    assert "result" in a.rpc("SwarmHeartbeat", beat("node_fake9", "http://127.0.0.1:19"))[1]  # room again
+    seals_cleanly(a)
+
+
+def test_the_work_queue_is_bounded_and_says_so(nodes, marker) -> None:
+    a = nodes("a", *FAST, token=TOKEN, extra_env={"CORTEX_SWARM_MAX_WORKERS": "1", "CORTEX_SWARM_MAX_QUEUED": "2"})
+    sent = [directive_message("execute_task", {"command": sleeper(3, marker)}, ttl_ms=20_000) for _ in range(4)]
+    states = []
+    for msg in sent:
+        status, doc = a.rpc("SendMessage", {"message": msg, "configuration": {"returnImmediately": True}})
+        states.append(doc["result"]["task"]["status"]["state"])
+    assert states[-1] == "TASK_STATE_REJECTED", states
+    assert "TASK_STATE_REJECTED" not in states[:-1], states
+    row = a.directive_rows(sent[-1]["metadata"]["swarmDirectiveId"])[0]
+    assert row["status"] == "failed" and "queue_full" in row["error"], row
+    status, doc = a.rpc("SendMessage", {"message": directive_message("query_resources", {})})
+    assert doc["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"  # reads are still answered

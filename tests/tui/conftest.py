@@ -54,6 +54,7 @@ class NodeUnderTest:
     proc: subprocess.Popen | None = None
     url: str = ""
     node_id: str = ""
+    token: str | None = None  # the node's own operator token (it has no configured one)
 
     async def start(self, timeout: float = 15.0) -> "NodeUnderTest":
         """Start (or restart on the same port and data directory) and wait for /healthz."""
@@ -75,6 +76,7 @@ class NodeUnderTest:
             if info["pid"] != self.proc.pid:
                 return False
             self.url, self.node_id, self.port = info["url"], info["nodeId"], info["port"]
+            self.token = (self.data_dir / "operator_token").read_text().strip()
             status, _ = await self.request("GET", "/healthz")
             return status == 200
 
@@ -82,7 +84,8 @@ class NodeUnderTest:
         return self
 
     async def request(self, method: str, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with aiohttp.ClientSession(headers=headers) as http:
             async with http.request(method, self.url + path, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 return resp.status, await resp.json(content_type=None)
 

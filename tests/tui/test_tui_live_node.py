@@ -15,7 +15,7 @@ SIZE = (120, 36)
 
 
 def dashboard(node: NodeUnderTest, **kwargs) -> CortexTui:
-    return CortexTui(SwarmClient(node.url), interval_s=0.3, stale_after_ms=3000, **kwargs)
+    return CortexTui(SwarmClient(node.url, node.token), interval_s=0.3, stale_after_ms=3000, **kwargs)
 
 
 def table_of(app: CortexTui) -> NodeTable:

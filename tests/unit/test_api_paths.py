@@ -83,7 +83,7 @@ def test_401_names_the_node_and_says_how_to_pass_the_token() -> None:
     line = error_line(401, {"error": {"code": "unauthorized", "message": "missing or wrong swarm token"}},
                       "the node at http://127.0.0.1:4220")
     assert line == ("the node at http://127.0.0.1:4220 refused the request (401): missing or wrong swarm token; "
-                    "pass --token or set CORTEX_SWARM_TOKEN")
+                    "pass --token-file or set CORTEX_SWARM_TOKEN_FILE")
 
 
 @pytest.mark.parametrize("status, body, line", [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
 
 import psutil
@@ -13,6 +15,8 @@ from hypothesis import strategies as st
 from cortex_node.clock import SystemClock
 from cortex_node.contracts import NodeTier, to_wire
 from cortex_node.kernel.agents import (
+    MAX_AGENTS,
+    AgentLimitReached,
     AgentRuntime,
     AgentStdout,
     UnknownAgentType,
@@ -321,3 +325,121 @@ def test_bad_agent_config_names_the_key(conf, message):
     with pytest.raises(ValueError) as info:
         load_agent_types({"x": conf})
     assert str(info.value).startswith(message)
+
+
+# --- the environment below root, per agent type -----------------------------------------------------
+async def test_below_root_an_agent_gets_only_allow_listed_environment(make_runtime):
+    show = "import os; print(os.environ.get('TOPIC'), os.environ.get('LANG'))"
+    types = {"shows": {**script(show, unprivileged=True), "acceptsEnv": ["TOPIC"]},
+             "plain": script(show, unprivileged=True)}
+    for tier in (NodeTier.SUDO, NodeTier.UNPRIVILEGED):
+        runtime = make_runtime(types, tier=tier)
+        with pytest.raises(NotPermitted, match="env may not set BASH_FUNC_print%% on a .* it changes which code runs"):
+            await runtime.spawn("shows", "go", env={"BASH_FUNC_print%%": "() { id; }"})
+        with pytest.raises(NotPermitted, match="env may not set TOPIC on a"):
+            await runtime.spawn("plain", "go", env={"TOPIC": "x"})
+        with pytest.raises(NotPermitted, match="env may not set TOPIC on a"):
+            runtime.admit("plain", "go", {"TOPIC": "x"})  # refused at admission too
+        outcome = await (await runtime.spawn("shows", "go", env={"TOPIC": "t", "LANG": "C"})).wait(timeout=5)
+        assert outcome.output == "t C\n"
+    listed = make_runtime(types, tier=NodeTier.SUDO, allowed_env=("TOPIC",))  # swarm.allowedEnv
+    assert (await (await listed.spawn("plain", "go", env={"TOPIC": "x"})).wait(timeout=5)).output == f"x {os.environ.get('LANG')}\n"
+    # the built-in sim accepts its one knob everywhere
+    sim = await make_runtime(tier=NodeTier.UNPRIVILEGED).spawn("sim", "q", env=FAST_SIM)
+    assert (await sim.wait(timeout=5)).status == "exited"
+
+
+def test_accepts_env_is_checked_when_the_config_is_read():
+    assert load_agent_types({"a": {"argv": ["a"], "acceptsEnv": ["TOPIC"]}})["a"].accepts_env == {"TOPIC"}
+    with pytest.raises(ValueError, match="settings.agents.a.acceptsEnv: LD_PRELOAD decides which code runs"):
+        load_agent_types({"a": {"argv": ["a"], "acceptsEnv": ["LD_PRELOAD"]}})
+    with pytest.raises(ValueError, match="settings.agents.a.acceptsEnv must be a list"):
+        load_agent_types({"a": {"argv": ["a"], "acceptsEnv": "TOPIC"}})
+
+
+
+async def test_a_code_running_name_on_the_operators_list_is_still_refused(make_runtime, caplog):
+    runtime = make_runtime(tier=NodeTier.SUDO, allowed_env=("PATH", "TOPIC"))
+    assert "swarm.allowedEnv lists PATH, which decide(s) which code runs" in caplog.text
+    with pytest.raises(NotPermitted, match="env may not set PATH on a sudo node: it changes which code runs"):
+        await runtime.spawn("echo", "hi", env={"PATH": "/tmp/evil"})
+
+
+# --- an instruction never becomes an option -------------------------------------------------------
+async def test_an_instruction_that_would_be_an_option_is_refused(make_runtime, tmp_path):
+    target = tmp_path / "written-by-sort"
+    types = {"sorter": {"argv": ["sort", "{instruction}"], "unprivileged": True},
+             "operands": {"argv": ["sort", "--", "{instruction}"], "unprivileged": True},
+             "opted": {"argv": ["sort", "{instruction}"], "allowOptionValues": True}}
+    for tier in NodeTier:
+        runtime = make_runtime(types, tier=tier)
+        with pytest.raises(ValueError) as info:
+            await runtime.spawn("sorter", f"-o{target}")
+        assert str(info.value).startswith(f"the instruction begins with '-' ({f'-o{target}'[:40]!r}) and agent type 'sorter' "
+                                          "puts {instruction} at the start of an argument of 'sort'")
+        runtime.admit("sorter", f"-o{target}", {})  # admission raises only NotPermitted: this fails when it runs
+    assert not target.exists()
+    # after '--' it is an operand (sort then fails to open the file: no option was taken)
+    outcome = await (await make_runtime(types).spawn("operands", f"-o{target}")).wait(timeout=5)
+    assert outcome.exit_code == 2 and not target.exists()
+    # the opt-in: refused below root (also at admission), honoured on root (the control: the attack is real)
+    sudo = make_runtime(types, tier=NodeTier.SUDO)
+    with pytest.raises(NotPermitted, match=r"agent type 'opted' lets \{instruction\} begin with '-'"):
+        await sudo.spawn("opted", f"-o{target}")
+    with pytest.raises(NotPermitted, match="only a root node honours; this node's tier is sudo"):
+        sudo.admit("opted", f"-o{target}", {})
+    await (await make_runtime(types).spawn("opted", f"-o{target}")).wait(timeout=5)
+    assert target.exists()
+
+
+# --- the live-agent limit -------------------------------------------------------------------------
+async def test_live_agents_are_capped_attached_and_detached_together(make_runtime):
+    runtime = make_runtime({"waits": script("import sys; sys.stdin.read()")}, max_agents=2)
+    assert runtime.max_agents == 2
+    detached = await runtime.spawn("echo", "one", detach=True)
+    attached = await runtime.spawn("waits", "two")  # attached: stdin closes, but it lives until it reads EOF
+    with pytest.raises(AgentLimitReached) as info:
+        await runtime.spawn("echo", "three", detach=True)
+    assert info.value.message.startswith("this node already runs 2 live agents, its limit (maxAgents = 2, "
+                                         "attached and detached together)")
+    assert info.value.reason == "agent_limit" and isinstance(info.value, NotPermitted)
+    with pytest.raises(AgentLimitReached):
+        runtime.admit("echo", "three", {})
+    await attached.wait(timeout=5)
+    detached.end_input()
+    await detached.wait(timeout=5)
+    await eventually(lambda: runtime.live_agents() == 0)
+    assert (await (await runtime.spawn("echo", "again")).wait(timeout=5)).status == "exited"
+
+
+async def test_concurrent_spawns_never_pass_the_limit(make_runtime):
+    runtime = make_runtime(max_agents=3)
+    results = await asyncio.gather(*(runtime.spawn("echo", f"n{i}", detach=True) for i in range(8)),
+                                   return_exceptions=True)
+    started = [r for r in results if not isinstance(r, BaseException)]
+    assert len(started) == 3 and all(isinstance(r, AgentLimitReached) for r in results if r not in started)
+    assert len(runtime.running()) == 3
+
+
+def test_the_limit_has_a_default_and_must_be_positive(kernel):
+    assert AgentRuntime(kernel, kernel.clock, {}, tier=NodeTier.ROOT).max_agents == MAX_AGENTS == 64
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(ValueError, match="max_agents must be an integer >= 1"):
+            AgentRuntime(kernel, kernel.clock, {}, tier=NodeTier.ROOT, max_agents=bad)
+
+
+# --- children are recorded while they run ---------------------------------------------------------
+async def test_a_tracked_agent_has_a_record_and_a_tag_while_it_runs(make_runtime, tmp_path):
+    state = tmp_path / "children"
+    runtime = make_runtime({"tagged": script("import os, sys; print(os.environ['CORTEX_CHILD_TAG']); "
+                                             "sys.stdout.flush(); sys.stdin.read()")}, state_dir=state)
+    agent = await runtime.spawn("tagged", "go", detach=True)
+    (record,) = [json.loads(p.read_text()) for p in state.glob("*.json")]
+    assert (record["pid"], record["pgid"], record["nodePid"]) == (agent.os_pid, agent.os_pid, os.getpid())
+    assert record["what"] == f"agent {agent.agent_id} (tagged) in session {agent.session_id}"
+    agent.end_input()
+    outcome = await agent.wait(timeout=5)
+    assert outcome.output.strip() == record["tag"]
+    assert list(state.iterdir()) == []  # gone with the agent
+    untracked = make_runtime()
+    assert not untracked.children.enabled

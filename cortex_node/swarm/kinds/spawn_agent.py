@@ -15,7 +15,6 @@ from cortex_node.contracts import (
     from_wire,
 )
 from cortex_node.kernel.agents import RunningAgent
-from cortex_node.kernel.policy import check_spawn
 from cortex_node.store.messages import MessageRepo
 from cortex_node.swarm.kinds import Kind, KindContext, Outcome
 
@@ -27,9 +26,9 @@ def parse(payload: dict[str, Any], ctx: KindContext) -> SpawnAgentPayload:
 
 
 def admit(p: SpawnAgentPayload, ctx: KindContext) -> None:
-    agent_type = ctx.agents.types.get(p.agent_type)
-    if agent_type is not None:  # an unknown type fails when it runs, naming the known ones
-        check_spawn(ctx.settings.tier, agent_type, {})
+    # tier, environment allow-list, option-like instruction, live-agent limit; an unknown type or
+    # a malformed value fails when it runs, naming what is allowed
+    ctx.agents.admit(p.agent_type, p.instruction, p.env)
 
 
 async def run(ctx: KindContext, d: SwarmDirective, p: SpawnAgentPayload, timeout: float) -> Outcome:
