@@ -194,6 +194,18 @@ def seal_cmd(node: Optional[str] = typer.Option(None, "--node", help=NODE_HELP),
     _control("seal", url, token, token_file, reason, as_json, node)
 
 
+@swarm.command("forget", help="Forget a peer: drop its row, series, usage and history on the node at --url "
+               "(it is registered again if it beats again). Silent peers are forgotten by themselves after "
+               "forgetAfterMs (24 h).\n\nExample: cortex swarm forget node_mwx2k1_ab3cd")
+def forget_cmd(node: str = typer.Argument(..., help="The id of the node to forget (see cortex swarm nodes)"),
+               url: UrlOpt = None, token: TokenOpt = None, token_file: TokenFileOpt = None,
+               as_json: JsonOpt = False) -> None:
+    doc = call(client(url, token, token_file).post, ApiPath.NODE_FORGET(node_id=node), None)
+    if as_json:
+        return emit_json(doc)
+    typer.echo(f"forgot {doc['forgotten']}")
+
+
 @swarm.command("init", help="Save this machine's node settings to the config file and start the node.\n\n"
                "Example: cortex swarm init --name edge-1 --port 4220 --detach")
 def init_cmd(name: Optional[str] = typer.Option(None, "--name", help="Node name (asked for on a terminal; default: host name)"),

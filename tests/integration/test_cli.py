@@ -86,3 +86,16 @@ def _alive(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
     except ChildProcessError:
         return True
+
+
+def test_forget_drops_a_peer_and_refuses_unknown_ones(node_factory) -> None:
+    node = node_factory("forgetful")
+    params = {"node": {"id": "node_ghost", "name": "ghost", "endpoint": "http://127.0.0.1:9"}, "lifecycle": "active",
+              "metrics": {}, "counters": {}, "processes": []}
+    assert "result" in node.rpc("SwarmHeartbeat", params)[1]
+    assert "node_ghost" in node.statuses()
+    out = run_cli("swarm", "forget", "node_ghost", "--url", node.url, home=node.home)
+    assert out.returncode == 0 and "forgot node_ghost" in out.stdout, out.stderr
+    assert "node_ghost" not in node.statuses()
+    out = run_cli("swarm", "forget", "node_ghost", "--url", node.url, "--json", home=node.home)
+    assert out.returncode == 1 and "node_ghost" in out.stderr and out.stderr.strip().count("\n") == 0, out.stderr
