@@ -46,6 +46,7 @@ FAN_OUT_CONCURRENCY = 32
 MAX_PROCESSES_PER_PEER = 1024  # a heartbeat listing more agents is refused (a node runs at most 64 by default)
 MAX_HINTS = 256  # digest members waiting for their card to be checked; more are dropped until there is room
 HINT_CHECKS_AT_ONCE = 8
+RECHECK_AFTER_S = 5.0  # an address whose card did not confirm its node is checked again no sooner
 # bounds of a peer's self-description: generous for a real node, small enough that a hostile one
 # cannot grow every registry, digest and node list in the fleet
 MAX_NAME_CHARS = 128
@@ -91,7 +92,11 @@ class Membership:
         self._digest_seen: dict[str, str] = {}  # peer id -> the digest version it last sent us
         self._digest: tuple[str, dict[str, Any]] | None = None  # our digest, by version
         self._last_processes: dict[str, list] = {}  # peer id -> the process list of its last beat
-        self._hints: dict[str, str] = {}  # digest member id -> the base URL to check its card at
+        self._hints: dict[str, str] = {}  # node id -> the base URL to check its card at
+        # peers known from their own heartbeats whose card has not yet confirmed them at the
+        # address they claim: they get no heartbeat (and so no token) from us until it does
+        self._unverified: dict[str, str] = {}
+        self._checked_at: dict[str, float] = {}  # node id -> when its card was last checked
         self._hint_checker: asyncio.Task | None = None
 
     def methods(self) -> dict[str, Any]:
@@ -99,7 +104,9 @@ class Membership:
 
     # --- sending --------------------------------------------------------------------------------
     def peers(self) -> list[NodeRow]:
-        return [r for r in self._registry.list() if not r.is_self and r.lifecycle is not Lifecycle.SEALED]
+        """The peers we send heartbeats to: not sealed, and confirmed at their address."""
+        return [r for r in self._registry.list()
+                if not r.is_self and r.lifecycle is not Lifecycle.SEALED and r.id not in self._unverified]
 
     async def fan_out(self, payload: dict[str, Any]) -> None:
         """Send this beat to every peer whose previous heartbeat call has finished: a slow or
@@ -167,6 +174,9 @@ class Membership:
                 continue
             if self._registry.find_by_endpoint(url) is None:  # a known address: its own heartbeat decides
                 self._hints[m["id"]] = url
+        self._start_checks()
+
+    def _start_checks(self) -> None:
         if self._hints and (self._hint_checker is None or self._hint_checker.done()):
             self._hint_checker = asyncio.create_task(self._check_hints(), name="membership-hints")
 
@@ -176,6 +186,8 @@ class Membership:
 
         async def check(node_id: str, url: str) -> None:
             nonlocal fresh
+            if node_id in self._unverified:  # (only these are checked again; bounded like the registry)
+                self._checked_at[node_id] = self._clock.monotonic()
             async with limit:
                 try:
                     reg = registration_from_card(await self._peers.card(url), url)
@@ -185,8 +197,12 @@ class Membership:
                     log.debug("digest member %s at %s not verified: %s", node_id, url, exc)
                     return
             if reg.id != node_id:
-                log.info("digest member %s at %s: the node there is %s; not registered", node_id, url, reg.id)
+                log.info("node %s claims %s, but the node there is %s: not registered, not sent to",
+                         node_id, url, reg.id)
                 return
+            if self._unverified.get(node_id) == url:  # a peer known from its heartbeat, now confirmed
+                del self._unverified[node_id]
+                fresh = True
             if not self._registry.has(reg.id):
                 try:
                     await self._registry.register(reg)
@@ -224,6 +240,13 @@ class Membership:
                 await self._registry.register(reg)
             except (ForeignClaim, RegistryFull) as exc:
                 raise InvalidParamsError(f"heartbeat refused: {exc}") from None
+            if row is None or row.endpoint != reg.endpoint:
+                self._unverified[reg.id] = reg.endpoint  # confirmed by its card before we send to it
+        unconfirmed = self._unverified.get(reg.id)
+        if unconfirmed is not None and reg.id not in self._hints \
+                and self._clock.monotonic() - self._checked_at.get(reg.id, -1e9) >= RECHECK_AFTER_S:
+            self._hints[reg.id] = unconfirmed
+            self._start_checks()
         await self._registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
         if processes is not None:
             self._last_processes[reg.id] = raw_processes
@@ -237,7 +260,7 @@ class Membership:
         self._remote.mark_node_unknown(node_id)
 
     def node_forgotten(self, node_id: str) -> None:
-        for table in (self._last_processes, self._digest_seen):
+        for table in (self._last_processes, self._digest_seen, self._unverified, self._checked_at):
             table.pop(node_id, None)
 
     def digest(self, known_version: Any = None) -> dict[str, Any]:
@@ -318,9 +341,16 @@ class Membership:
             self._card_checked[url] = now
             if reg.id == self._node_id:
                 continue
+            if self._unverified.get(reg.id) == url:
+                del self._unverified[reg.id]
+            claimed = self._registry.find_by_endpoint(url)
+            if claimed is not None and claimed.id in self._unverified and claimed.id != reg.id:
+                # a heartbeat claimed this address for another node: a false claim introduces nobody
+                log.info("node %s claimed %s, but the node there is %s: not registered", claimed.id, url, reg.id)
+                continue
             if not self._registry.has(reg.id):
                 # a known node's heartbeats keep its row current; a card only introduces a node
-                # (or a new identity at a known address, which supersedes the old row)
+                # (or a new identity at a known, confirmed address, which supersedes the old row)
                 try:
                     await self._registry.register(reg)
                 except (ForeignClaim, RegistryFull) as exc:

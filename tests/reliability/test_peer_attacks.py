@@ -284,3 +284,19 @@ def test_the_work_queue_is_bounded_and_says_so(nodes, marker) -> None:
     assert row["status"] == "failed" and "queue_full" in row["error"], row
     status, doc = a.rpc("SendMessage", {"message": directive_message("query_resources", {})})
     assert doc["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"  # reads are still answered
+
+
+def test_a_token_holder_cannot_make_the_node_send_its_token_to_an_address_it_names(nodes, fakes) -> None:
+    """A heartbeat names its sender's address; the node sends its own heartbeats (and so the
+    token) there only once the card at that address confirms the sender's id."""
+    victim = fakes("node_victim")  # a real service at that address, which is not the sender
+    honest = fakes("node_honest")  # a sender whose card does confirm it
+    a = nodes("a", *FAST, token=TOKEN)
+    for _ in range(3):
+        assert "result" in a.rpc("SwarmHeartbeat", beat("node_liar", victim.url))[1]
+        assert "result" in a.rpc("SwarmHeartbeat", beat("node_honest", honest.url))[1]
+        time.sleep(0.4)  # more than one heartbeat interval of a
+    wait_for(lambda: honest.authorized_requests(), timeout=10, what="heartbeats to the confirmed sender")
+    assert victim.requests, "the node should have checked the claimed address's card"
+    assert not victim.authorized_requests(), victim.requests
+    assert all(method == "GET" for method, _, _ in victim.requests)
