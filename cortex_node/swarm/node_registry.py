@@ -60,6 +60,7 @@ class NodeRegistry:
         self.stale_after_ms = stale_after_ms
         self.max_nodes = max_nodes
         self.forget_after_ms = forget_after_ms
+        self.never_heard_after_ms = NEVER_HEARD_FACTOR * stale_after_ms
         self.nodes_repo = NodeRepo(store)
         self.history = NodeHistoryRepo(store)
         self.snapshots = SnapshotRepo(store)
@@ -287,7 +288,7 @@ class NodeRegistry:
                 continue
             seen = max(row.last_heartbeat_ms or row.registered_at_ms, self.started_at_ms)
             heard = row.last_heartbeat_ms is not None
-            limit = self.forget_after_ms if heard else NEVER_HEARD_FACTOR * self.stale_after_ms
+            limit = self.forget_after_ms if heard else self.never_heard_after_ms
             if now - seen > limit:
                 gone[row.id] = f"{'silent' if heard else 'never heard from'} for more than {limit // 1000} s"
         for node_id, why in gone.items():

@@ -237,6 +237,9 @@ class SwarmStateMachine(RuleBasedStateMachine):
             return None
 
         coord._membership.leave = leave  # type: ignore[method-assign]
+        # this model keeps every registered peer: forgetting silent peers is proven with real
+        # nodes (test_peer_attacks.py), so here it is out of reach
+        coord._registry.forget_after_ms = coord._registry.never_heard_after_ms = 10 ** 15
         await coord.register_self()
         await coord._work.start()
         self.coord = coord
