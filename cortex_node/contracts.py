@@ -502,6 +502,7 @@ class Snapshot(NodeLoad, Usage):
 
 
 SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(Snapshot))
+_SNAPSHOT_KEYS = tuple((name, camel(name)) for name in SNAPSHOT_FIELDS)  # read on every heartbeat
 MAX_COUNTER = 1e15  # far beyond any real total; larger values are garbage that would poison sums
 
 
@@ -510,8 +511,7 @@ def read_counters(doc: Any, where: str) -> Snapshot:
     if not isinstance(doc, dict):
         raise WireError(f"{where} must be an object")
     values = {}
-    for name in SNAPSHOT_FIELDS:
-        key = camel(name)
+    for name, key in _SNAPSHOT_KEYS:
         value = doc.get(key, 0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_COUNTER:
             raise WireError(f"{where}.{key} must be a number from 0 to {MAX_COUNTER:g}; got {value!r}")

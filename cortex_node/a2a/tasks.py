@@ -114,6 +114,8 @@ class TaskHandle:
 
     async def wait_terminal(self, timeout: float | None = None) -> bool:
         """Wait until the task is terminal; False if ``timeout`` seconds (event-loop time) pass first."""
+        if self._terminal.is_set():  # most directives answered inline are done before anyone waits
+            return True
         try:
             await asyncio.wait_for(self._terminal.wait(), timeout)
         except TimeoutError:

@@ -46,7 +46,8 @@ FAN_OUT_CONCURRENCY = 32
 MAX_PROCESSES_PER_PEER = 1024  # a heartbeat listing more agents is refused (a node runs at most 64 by default)
 MAX_HINTS = 256  # digest members waiting for their card to be checked; more are dropped until there is room
 HINT_CHECKS_AT_ONCE = 8
-RECHECK_AFTER_S = 5.0  # an address whose card did not confirm its node is checked again no sooner
+RECHECK_AFTER_S = 5.0  # an address whose card did not confirm its node is checked again after this,
+RECHECK_MAX_S = 300.0  # doubling with every failed check up to this
 # bounds of a peer's self-description: generous for a real node, small enough that a hostile one
 # cannot grow every registry, digest and node list in the fleet
 MAX_NAME_CHARS = 128
@@ -96,7 +97,7 @@ class Membership:
         # peers known from their own heartbeats whose card has not yet confirmed them at the
         # address they claim: they get no heartbeat (and so no token) from us until it does
         self._unverified: dict[str, str] = {}
-        self._checked_at: dict[str, float] = {}  # node id -> when its card was last checked
+        self._recheck_at: dict[str, tuple[float, float]] = {}  # node id -> (next check, delay after it)
         self._hint_checker: asyncio.Task | None = None
 
     def methods(self) -> dict[str, Any]:
@@ -187,7 +188,9 @@ class Membership:
         async def check(node_id: str, url: str) -> None:
             nonlocal fresh
             if node_id in self._unverified:  # (only these are checked again; bounded like the registry)
-                self._checked_at[node_id] = self._clock.monotonic()
+                _, delay = self._recheck_at.get(node_id, (0.0, RECHECK_AFTER_S / 2))
+                delay = min(RECHECK_MAX_S, delay * 2)
+                self._recheck_at[node_id] = (self._clock.monotonic() + delay, delay)
             async with limit:
                 try:
                     reg = registration_from_card(await self._peers.card(url), url)
@@ -202,6 +205,7 @@ class Membership:
                 return
             if self._unverified.get(node_id) == url:  # a peer known from its heartbeat, now confirmed
                 del self._unverified[node_id]
+                self._recheck_at.pop(node_id, None)
                 fresh = True
             if not self._registry.has(reg.id):
                 try:
@@ -224,7 +228,10 @@ class Membership:
             metrics = from_wire(NodeMetrics, params.get("metrics") or {}, "metrics")
             lifecycle = Lifecycle.parse(params.get("lifecycle", "active"), "lifecycle")
             snap = read_counters(params.get("counters") or {}, "counters")
-            check_peer_registration(reg, "node")
+            row = self._registry.find(reg.id) if isinstance(reg.id, str) else None
+            changed = row is None or _changed(row, reg)
+            if changed:  # an unchanged registration is the stored row, which was checked when stored
+                check_peer_registration(reg, "node")
             raw_processes = params.get("processes") or []
             if isinstance(raw_processes, list) and len(raw_processes) > MAX_PROCESSES_PER_PEER:
                 raise ValueError(f"processes lists {len(raw_processes)} entries; at most {MAX_PROCESSES_PER_PEER}")
@@ -234,8 +241,7 @@ class Membership:
             raise InvalidParamsError(f"malformed heartbeat: {exc}") from None
         if reg.id == self._node_id:
             raise InvalidParamsError("a heartbeat that claims to come from this node itself; is a node id duplicated?")
-        row = self._registry.find(reg.id)
-        if row is None or _changed(row, reg):
+        if changed:
             try:
                 await self._registry.register(reg)
             except (ForeignClaim, RegistryFull) as exc:
@@ -244,7 +250,7 @@ class Membership:
                 self._unverified[reg.id] = reg.endpoint  # confirmed by its card before we send to it
         unconfirmed = self._unverified.get(reg.id)
         if unconfirmed is not None and reg.id not in self._hints \
-                and self._clock.monotonic() - self._checked_at.get(reg.id, -1e9) >= RECHECK_AFTER_S:
+                and self._clock.monotonic() >= self._recheck_at.get(reg.id, (0.0, 0.0))[0]:
             self._hints[reg.id] = unconfirmed
             self._start_checks()
         await self._registry.record_heartbeat(reg.id, metrics, snap, boot_id=reg.boot_id, lifecycle=lifecycle)
@@ -260,7 +266,7 @@ class Membership:
         self._remote.mark_node_unknown(node_id)
 
     def node_forgotten(self, node_id: str) -> None:
-        for table in (self._last_processes, self._digest_seen, self._unverified, self._checked_at):
+        for table in (self._last_processes, self._digest_seen, self._unverified, self._recheck_at):
             table.pop(node_id, None)
 
     def digest(self, known_version: Any = None) -> dict[str, Any]:
@@ -343,6 +349,7 @@ class Membership:
                 continue
             if self._unverified.get(reg.id) == url:
                 del self._unverified[reg.id]
+                self._recheck_at.pop(reg.id, None)
             claimed = self._registry.find_by_endpoint(url)
             if claimed is not None and claimed.id in self._unverified and claimed.id != reg.id:
                 # a heartbeat claimed this address for another node: a false claim introduces nobody
