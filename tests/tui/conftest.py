@@ -6,14 +6,12 @@ Self-contained on purpose: it depends on nothing outside tests/tui.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,26 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.support.wait import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def wait_until(condition: Callable[[], Any | Awaitable[Any]], *, timeout: float = 30.0,
-                     what: str = "condition", step: float = 0.05) -> Any:
-    """Poll ``condition`` (sync or async) until it is truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-        except Exception as exc:  # what we wait for may not exist yet
-            last_error = exc
-        await asyncio.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}"
-                         + (f" (last error: {last_error!r})" if last_error else ""))
 
 
 @dataclass

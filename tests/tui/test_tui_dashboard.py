@@ -21,7 +21,7 @@ from cortex_tui.widgets.directive_table import DirectiveTable
 from cortex_tui.widgets.fleet_header import FleetHeader
 from cortex_tui.widgets.node_table import NodeTable
 from cortex_tui.widgets.process_tree import ProcessTree
-from tests.tui.conftest import wait_until
+from tests.support.wait import wait_until
 
 SIZE = (120, 36)
 

@@ -9,7 +9,8 @@ from cortex_tui.screens.confirm import ConfirmScreen
 from cortex_tui.screens.fleet import FleetScreen
 from cortex_tui.widgets.connection_banner import ConnectionBanner
 from cortex_tui.widgets.node_table import NodeTable
-from tests.tui.conftest import NodeUnderTest, wait_until
+from tests.support.wait import wait_until
+from tests.tui.conftest import NodeUnderTest
 
 SIZE = (120, 36)
 

@@ -13,7 +13,7 @@ from cortex_tui.screens.node_detail import NodeDetailScreen
 from cortex_tui.widgets.directive_table import DirectiveTable
 from cortex_tui.widgets.event_list import EventList
 from cortex_tui.widgets.resource_sparklines import ResourceSparklines
-from tests.tui.conftest import wait_until
+from tests.support.wait import wait_until
 
 SIZE = (120, 36)
 
