@@ -295,7 +295,9 @@ def bench_heartbeat(workdir: Path, *, rates: tuple[int, ...] = DEFAULT_RATES, st
         out["max_achieved_rate"] = max((s["rate"] for s in out["steps"]), default=None)
         if best_step is not None:
             out["cpu_us_per_heartbeat"] = best_step["server_cpu_us_per_req"]
-            out["implied_max_rate"] = 1e6 / best_step["server_cpu_us_per_req"]
+            cpu_us = best_step["server_cpu_us_per_req"]
+            # a short run can measure no CPU at all (psutil counts in 10 ms ticks): no figure then
+            out["implied_max_rate"] = 1e6 / cpu_us if cpu_us else None
         s3 = out["baselines"]["sqlite3"]["commits_per_s"]
         aio = out["baselines"]["aiosqlite"]["commits_per_s"]
         out["ratios"] = {"sustained_vs_sqlite3": _ratio(sustained, s3), "sustained_vs_aiosqlite": _ratio(sustained, aio)}
