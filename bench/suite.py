@@ -193,7 +193,8 @@ def bench_dispatch(workdir: Path, *, duration_s: float = 3.0, warmup_s: float = 
                 r["cpu_us_per_directive"] = {"node_a": 1e6 * r["server_cpu_s"][str(a.pid)] / n,
                                              "node_b": 1e6 * r["server_cpu_s"][str(b.pid)] / n}
                 # in production A and B are separate machines: each could then use a core of its own
-                r["implied_rate_one_core_each"] = 1e6 / max(r["cpu_us_per_directive"].values())
+                busiest = max(r["cpu_us_per_directive"].values())
+                r["implied_rate_one_core_each"] = 1e6 / busiest if busiest else None
                 collected.setdefault(f"c{c}", []).append(r)
         out["runs"] = {key: _best(rs) for key, rs in collected.items()}
         top = out["runs"][f"c{max(concurrencies)}"]
