@@ -260,6 +260,15 @@ def to_wire(value: Any) -> Any:
     return value
 
 
+MAX_QUOTED_CHARS = 80  # input quoted in an error message is cut here
+
+
+def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
+    """``repr`` of client input for an error message, cut to ``limit`` characters + '…'."""
+    text = value if isinstance(value, str) else str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 class WireError(ValueError):
     """A wire document that does not fit its type; the message names the field."""
 

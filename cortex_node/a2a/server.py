@@ -46,7 +46,7 @@ from cortex_node.a2a.wire import (
 )
 from cortex_node import jsonfast
 from cortex_node.clock import Clock
-from cortex_node.contracts import parse_ts
+from cortex_node.contracts import parse_ts, quote
 
 log = logging.getLogger("cortex.a2a")
 
@@ -164,7 +164,7 @@ class A2AServer:
                 "Invalid request: 'method' is required and must be a non-empty string"))
         if method not in self._methods and method not in self._stream_methods and method not in self._extensions:
             known = ", ".join([*self._methods, *self._stream_methods, *self._extensions])
-            return _error_response(rpc_id, MethodNotFoundError(f"Method not found: {method!r}; this agent has {known}"))
+            return _error_response(rpc_id, MethodNotFoundError(f"Method not found: {quote(method)}; this agent has {known}"))
         # Checked after the method lookup, as the SDK server does. Missing or empty means 0.3.
         # Only the header counts, never ?A2A-Version=: a web page cannot set a header on a
         # request it sends without asking the server first, but it can write any query string.
@@ -244,11 +244,11 @@ class A2AServer:
         if handle is None:
             stored = await self._load_task(task_id)
             raise UnsupportedOperationError(
-                f"task {task_id!r} is {_state_of(stored)} and no longer running on this agent; "
+                f"task {quote(task_id)} is {_state_of(stored)} and no longer running on this agent; "
                 "it accepts no more messages")
         if handle.is_terminal:
             raise UnsupportedOperationError(
-                f"task {task_id!r} is already {handle.state}; a finished task accepts no more messages")
+                f"task {quote(task_id)} is already {handle.state}; a finished task accepts no more messages")
 
     async def _get_task(self, params: dict[str, Any]) -> dict[str, Any]:
         task_id = _required_str(params, "id")
@@ -263,7 +263,7 @@ class A2AServer:
         if state in (_UNSPECIFIED_STATE, ""):
             state = None  # the proto default: no filter
         if state is not None and state not in TASK_STATES:
-            raise InvalidParamsError(f"params.status must be one of {', '.join(sorted(TASK_STATES))}; got {state!r}")
+            raise InvalidParamsError(f"params.status must be one of {', '.join(sorted(TASK_STATES))}; got {quote(state)}")
         page_size = _optional_int(params, "pageSize", minimum=0) or DEFAULT_PAGE_SIZE  # 0 is the proto default
         if page_size > MAX_PAGE_SIZE:
             raise InvalidParamsError(f"params.pageSize must be from 1 to {MAX_PAGE_SIZE}; got {page_size}")
@@ -274,7 +274,7 @@ class A2AServer:
             after_ms = parse_ts(after) if after else None
         except ValueError:
             raise InvalidParamsError(
-                f"params.statusTimestampAfter must be an RFC 3339 timestamp like 2026-01-31T12:00:00Z; got {after!r}"
+                f"params.statusTimestampAfter must be an RFC 3339 timestamp like 2026-01-31T12:00:00Z; got {quote(after)}"
             ) from None
         try:
             page = self.tasks.list(context_id=_optional_str(params, "contextId") or None, state=state,
@@ -290,9 +290,9 @@ class A2AServer:
         handle = self.tasks.get(task_id)
         if handle is None:
             stored = await self._load_task(task_id)
-            raise TaskNotCancelableError(f"task {task_id!r} is {_state_of(stored)} and no longer running on this agent")
+            raise TaskNotCancelableError(f"task {quote(task_id)} is {_state_of(stored)} and no longer running on this agent")
         if handle.is_terminal:
-            raise TaskNotCancelableError(f"task {task_id!r} is already {handle.state}")
+            raise TaskNotCancelableError(f"task {quote(task_id)} is already {handle.state}")
         handle.cancel_requested.set()
         await self._handler.cancel_task(handle)
         handle.finish(TASK_STATE_CANCELED)  # no-op when the handler already ended the task
@@ -304,10 +304,10 @@ class A2AServer:
         if handle is None:
             stored = await self._load_task(task_id)
             raise UnsupportedOperationError(
-                f"task {task_id!r} is {_state_of(stored)} and no longer running on this agent; "
+                f"task {quote(task_id)} is {_state_of(stored)} and no longer running on this agent; "
                 "there is nothing to subscribe to")
         if handle.is_terminal:
-            raise UnsupportedOperationError(f"task {task_id!r} is already {handle.state}; there is nothing to stream")
+            raise UnsupportedOperationError(f"task {quote(task_id)} is already {handle.state}; there is nothing to stream")
         updates = handle.subscribe()
         return {"task": handle.to_proto()}, updates
 
@@ -323,7 +323,7 @@ class A2AServer:
         """A task no longer in memory, from the handler's own records; -32001 if it has none."""
         stored = await self._handler.load_task(task_id)
         if stored is None:
-            raise TaskNotFoundError(f"Task not found: {task_id!r}")
+            raise TaskNotFoundError(f"Task not found: {quote(task_id)}")
         return stored
 
 
@@ -362,14 +362,14 @@ def _optional_int(params: dict[str, Any], key: str, minimum: int, where: str = "
     if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidParamsError(f"{where}.{key} must be an integer of at least {minimum}; got {value!r}")
+        raise InvalidParamsError(f"{where}.{key} must be an integer of at least {minimum}; got {quote(value)}")
     return value
 
 
 def _optional_bool(params: dict[str, Any], key: str, where: str = "params") -> bool:
     value = params.get(key, False)
     if not isinstance(value, bool):
-        raise InvalidParamsError(f"{where}.{key} must be true or false; got {value!r}")
+        raise InvalidParamsError(f"{where}.{key} must be true or false; got {quote(value)}")
     return value
 
 

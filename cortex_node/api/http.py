@@ -22,7 +22,7 @@ from aiohttp import web
 
 from cortex_node import jsonfast
 from cortex_node.config import NodeSettings, is_loopback
-from cortex_node.contracts import to_wire
+from cortex_node.contracts import quote, to_wire
 from cortex_node.store.db import StoreError
 
 log = logging.getLogger("cortex.api")
@@ -31,7 +31,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_BODY_BYTES = 1024 * 1024  # larger request bodies get a 413
 BODY_TIMEOUT_S = 30.0  # a request body (<= 1 MiB) must arrive within this; else 408 and the connection closes
-MAX_QUOTED_CHARS = 80  # error messages quote at most this much of what the client sent
 
 # Routes anyone may read: the A2A agent card (spec §8), liveness and the API description.
 PUBLIC_PREFIXES = ("/.well-known/", "/healthz", "/openapi.json")
@@ -41,12 +40,6 @@ _STATUS_CODES = {
     408: "request_timeout", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
     429: "too_many_requests", 500: "internal", 503: "unavailable",
 }
-
-
-def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:
-    """``repr`` of client input for an error message, cut to ``limit`` characters + '…'."""
-    text = value if isinstance(value, str) else str(value)
-    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 class ApiError(web.HTTPException):

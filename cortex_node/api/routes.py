@@ -7,10 +7,11 @@ import json
 
 from aiohttp import web
 
-from cortex_node.api.http import ApiError, json_response, query_enum, query_int, quote, read_json_object
+from cortex_node.api.http import ApiError, json_response, query_enum, query_int, read_json_object
 from cortex_node.api.metrics import prometheus_text
 from cortex_node.api.openapi import openapi_document
 from cortex_node.contracts import (
+    quote,
     MAX_JSON_DEPTH,
     SNAPSHOT_RETENTION,
     ControlRequest,

@@ -228,6 +228,10 @@ def test_error_messages_quote_at_most_80_characters_of_the_input(edge: Node) -> 
                                                           ("Content-Type", "application/json"), ("A2A-Version", long)],
                               b'{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}')
     assert doc["error"]["code"] == -32009 and len(doc["error"]["message"]) < 400, doc
+    for method, params in ((long, {}), ("GetTask", {"id": long}), ("CancelTask", {"id": long})):
+        status, doc = edge.rpc(method, params)
+        message = doc["error"]["message"]
+        assert len(message) < 400 and "z" * 81 not in message and "…" in message, (method[:20], message[:500])
 
 
 def test_a_name_that_starts_with_127_is_not_loopback(tmp_path: Path, nodes) -> None:
