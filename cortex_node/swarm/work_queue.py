@@ -94,6 +94,7 @@ class WorkQueue:
         self._running = 0
         self._seq = itertools.count()
         self._workers: list[asyncio.Task] = []
+        self._stopping = False
 
     @property
     def node_id(self) -> str:
@@ -116,6 +117,7 @@ class WorkQueue:
         end = loop.time() + deadline_s
         while (self._running or not self._queue.empty()) and loop.time() < end:
             await asyncio.sleep(0.05)
+        self._stopping = True
         for job in list(self._jobs.values()):
             await self._cancel_job(job, "the node is shutting down")
         for worker in self._workers:
@@ -242,7 +244,9 @@ class WorkQueue:
 
     # --- running --------------------------------------------------------------------------------
     async def _worker(self) -> None:
-        while True:
+        # ``_stopping`` ends the loop too: a cancel that arrives as a job's result does can be
+        # swallowed by asyncio.wait_for (Python 3.11), and the worker would then wait for work
+        while not self._stopping:
             job = await self._queue.get()
             if job.cancelled:
                 continue
@@ -254,7 +258,11 @@ class WorkQueue:
                 if not job.cancelled:
                     raise
                 await self._finish_cancelled(job)
-                # a cancelled job leaves the worker alive for the next one
+                # a cancelled job leaves the worker alive for the next one, unless the node is
+                # stopping: its cancel and the job's can arrive as one CancelledError, and
+                # swallowing both would leave stop() waiting for this worker for ever
+                if self._stopping:
+                    raise
                 current = asyncio.current_task()
                 if current is not None:
                     current.uncancel()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from hypothesis import HealthCheck, Phase, assume, example, given, note, settings
 from hypothesis import strategies as st
@@ -245,12 +246,21 @@ class SwarmStateMachine(RuleBasedStateMachine):
         self.coord = coord
 
     async def _crash(self) -> None:
-        """What kill -9 leaves: no worker finishes, nothing is recorded, the file is closed."""
+        """What kill -9 leaves: no worker finishes, nothing is recorded, the file is closed. The
+        node's processes die first, as with kill -9 of the whole tree: the runtime's waits for
+        them run on the ManualClock, which never moves here, so a process that outlived its
+        SIGTERM would keep the crash waiting for ever."""
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
         coord = self.coord
+        coord._work._stopping = True  # the workers end with the node, whatever they were doing
         for worker in coord._work._workers:
             worker.cancel()
-        await asyncio.gather(*coord._work._workers, return_exceptions=True)
-        await coord._work._ctx.agents.shutdown(grace=0.1)
+        await asyncio.wait_for(asyncio.gather(*coord._work._workers, return_exceptions=True), 30)
+        await asyncio.wait_for(coord._work._ctx.agents.shutdown(grace=0.1), 30)
         await coord._store.close()
 
     def teardown(self) -> None:
@@ -671,4 +681,31 @@ async def test_a_cancel_after_the_result_is_stored_does_not_contradict_it(tmp_pa
     finally:
         coord._store.write = real_write  # type: ignore[method-assign]
         await coord._work.stop(1)
+        await coord._store.close()
+
+
+async def test_a_worker_cancelled_together_with_its_job_still_stops(tmp_path: Path) -> None:
+    """A dispatcher's cancel and the node's shutdown can reach a worker before it runs again: two
+    cancels arrive as one CancelledError. The worker must record the cancelled job and then stop,
+    not swallow both and wait for the next job for ever (stop() would then never return)."""
+    import sys
+
+    clock = ManualClock(start_ms=NOW)
+    coord = await _coordinator(tmp_path, clock)
+    tasks = TaskStore(clock)
+    work = coord._work
+    try:
+        d = SwarmDirective(directive_id="dir_double_cancel", source_node_id="node_p1", target_node_id="node_self",
+                           kind=DirectiveKind.EXECUTE_TASK, created_at=format_ts(clock.now_ms()),
+                           payload={"command": [sys.executable, "-c", "import time; time.sleep(30)"]})
+        handle = await work.submit(d, tasks)
+        for _ in range(500):  # until a worker runs it (real time: the command starts for real)
+            if work.figures().running:
+                break
+            await asyncio.sleep(0.01)
+        assert work.figures().running == 1
+        await asyncio.wait_for(work.stop(0.05), 20)  # cancels the job, then its worker, at once
+        assert all(w.done() for w in work._workers), "a worker swallowed the shutdown"
+        assert await handle.wait_terminal(timeout=1) and handle.state == "TASK_STATE_CANCELED"
+    finally:
         await coord._store.close()
