@@ -23,9 +23,6 @@ class StateEntry:
     def version(self) -> tuple[int, str]:
         return (self.hlc, self.origin)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"value": self.value, "version": {"hlc": self.hlc, "origin": self.origin}}
-
 
 class StateRepo:
     def __init__(self, store: Store) -> None:

@@ -228,6 +228,12 @@ class Membership:
             metrics = from_wire(NodeMetrics, params.get("metrics") or {}, "metrics")
             lifecycle = Lifecycle.parse(params.get("lifecycle", "active"), "lifecycle")
             snap = read_counters(params.get("counters") or {}, "counters")
+            # the URLs as they would be stored, so a peer that writes them differently (a trailing
+            # slash) is not re-registered, and the digest version moved, on every beat
+            if isinstance(reg.endpoint, str):
+                reg.endpoint = normalize_base_url(reg.endpoint)
+            if isinstance(reg.a2a_endpoint, str):
+                reg.a2a_endpoint = reg.a2a_endpoint.rstrip("/")
             row = self._registry.find(reg.id) if isinstance(reg.id, str) else None
             changed = row is None or _changed(row, reg)
             if changed:  # an unchanged registration is the stored row, which was checked when stored

@@ -300,3 +300,15 @@ def test_a_token_holder_cannot_make_the_node_send_its_token_to_an_address_it_nam
     assert victim.requests, "the node should have checked the claimed address's card"
     assert not victim.authorized_requests(), victim.requests
     assert all(method == "GET" for method, _, _ in victim.requests)
+
+
+def test_a_peer_writing_its_address_differently_does_not_move_the_membership_every_beat(nodes) -> None:
+    """A heartbeat's URLs are compared as they are stored: a trailing slash must not re-register
+    the peer (and so change the digest, which every peer would then download again) on every beat."""
+    a = nodes("a", *FAST, token=TOKEN)
+    slashed = {"node": {"a2aEndpoint": "http://127.0.0.1:9/a2a/"}}
+    first = a.rpc("SwarmHeartbeat", beat("node_slash", "http://127.0.0.1:9/", **slashed))[1]["result"]
+    for _ in range(3):
+        again = a.rpc("SwarmHeartbeat", beat("node_slash", "http://127.0.0.1:9/", digestVersion=first["digestVersion"],
+                                             **slashed))[1]["result"]
+        assert again == {"nodeId": a.node_id, "digestVersion": first["digestVersion"], "unchanged": True}, again
